@@ -1,0 +1,24 @@
+"""Process-wide settings that make a chapter's printed numbers reproducible."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+__all__ = ["setup"]
+
+
+def setup(threads: int | None = None, require: str | None = None) -> dict:
+    """Fix torch's thread count (``$IDENTLIB_THREADS``, default 2: the book's reference machine)
+    and, with ``require``, check that the installed identlib is that version.
+
+    Returns what was set, for the chapter's setup cell to print.
+    """
+    from . import __version__
+
+    if require is not None and require != __version__:
+        raise RuntimeError(f"this chapter was written for identlib {require}, but {__version__} is "
+                           "installed: run `pip install -e .` in the book's folder")
+    n = threads or int(os.environ.get("IDENTLIB_THREADS", "2"))
+    torch.set_num_threads(n)
+    return {"identlib": __version__, "torch": torch.__version__.split("+")[0], "threads": n}

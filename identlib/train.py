@@ -1,0 +1,118 @@
+"""Training, model-agnostic: any module, inputs and targets in, loss history and a trained module
+out. Nothing here draws or prints except an optional progress bar (on stderr, off unless asked for
+or stderr is a terminal; ``IDENTLIB_PROGRESS=0/1`` overrides).
+
+>>> net = torch.nn.Linear(3, 3, bias=False)
+>>> x = torch.ones(1, 3)
+>>> out = train(net, x, x, optimizer="gd", lr=0.1, steps=200, tol=1e-10)
+>>> out.converged, out.loss[-1] < 1e-10
+(True, True)
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TrainingDiverged", "TrainResult", "train", "make_optimizer"]
+
+CHECK_EVERY = 50  # steps between host synchronizations (divergence and convergence checks)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite. The message names the run and suggests a smaller lr."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    loss: np.ndarray      # training loss before each step taken, float64
+    steps: int            # optimizer steps taken
+    converged: bool       # stopped because the loss fell below tol
+
+
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
+    """ "gd" and "sgd" are plain (momentum) gradient steps; they differ only in batching."""
+    if name in ("gd", "sgd"):
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; use gd, sgd or adam")
+
+
+def _progress_enabled(progress) -> bool:
+    if progress is not None:
+        return bool(progress)
+    env = os.environ.get("IDENTLIB_PROGRESS")
+    if env is not None:
+        return env not in ("0", "", "false", "False")
+    return sys.stderr.isatty()
+
+
+def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, optimizer: str = "gd",
+          lr: float = 0.01, steps: int = 1000, momentum: float = 0.0, loss_reduction: str = "mean",
+          tol: float = 0.0, batch_size: int = 0, generator: torch.Generator | None = None,
+          progress: bool | None = None, name: str = "run") -> TrainResult:
+    """Minimize the squared error between ``model(inputs)`` and ``targets``.
+
+    ``loss_reduction`` "mean" is ``F.mse_loss``; "sum" sums the squared errors. ``batch_size`` 0
+    uses every input each step; otherwise minibatches are drawn in an order set by ``generator``.
+    Training stops after ``steps`` steps, or earlier once the loss is below ``tol`` (checked every
+    few steps, so the host does not wait on every step). A NaN or infinite loss raises
+    :class:`TrainingDiverged`.
+    """
+    opt = make_optimizer(optimizer, model.parameters(), lr, momentum)
+    n = len(inputs)
+    full = batch_size <= 0 or batch_size >= n
+    losses = torch.zeros(steps, dtype=torch.float64)
+    order, cursor = None, n
+    bar = None
+    if _progress_enabled(progress):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=name, leave=False, file=sys.stderr)
+    model.train()
+    taken, converged = 0, False
+    try:
+        for step in range(steps):
+            if full:
+                x, y = inputs, targets
+            else:
+                if cursor + batch_size > n:
+                    order, cursor = torch.randperm(n, generator=generator), 0
+                idx = order[cursor:cursor + batch_size]
+                cursor += batch_size
+                x, y = inputs[idx], targets[idx]
+            loss = F.mse_loss(model(x), y, reduction=loss_reduction)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses[step] = loss.detach()
+            taken = step + 1
+            if taken % CHECK_EVERY == 0 or taken == steps:
+                recent = losses[max(0, taken - CHECK_EVERY):taken]
+                if not torch.isfinite(recent).all():
+                    bad = int(torch.nonzero(~torch.isfinite(recent))[0]) + max(0, taken - CHECK_EVERY)
+                    raise TrainingDiverged(
+                        f"{name}: training diverged at step {bad} (loss {float(losses[bad])}) with "
+                        f"optimizer={optimizer}, lr={lr}; try a smaller lr (e.g. lr={lr / 10:g})."
+                    )
+                if bar is not None:
+                    bar.update(taken - bar.n)
+                    bar.set_postfix(loss=f"{float(losses[taken - 1]):.3g}")
+                if tol > 0 and float(losses[taken - 1]) < tol:
+                    converged = True
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+    model.eval()
+    history = losses[:taken].numpy()
+    if not converged and tol > 0 and taken and math.isfinite(history[-1]):
+        converged = bool(history[-1] < tol)
+    return TrainResult(loss=history, steps=taken, converged=converged)
