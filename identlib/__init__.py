@@ -14,16 +14,17 @@ __version__ = "0.1.0"
 from .config import ConfigError, RunConfig, check_sweep, validate_parameters
 from .data import DataError, Panel, first_index, load, patterns, probes, test_images, test_panel, training_image
 from .experiments import Run, cache_dir, evaluate, grid, predict, run, run_all
-from .metrics import pearson, scores
+from . import plot
+from .metrics import pearson, scores, summarize, verdict
 from .models import CNN, FCN, build_model, n_weights
 from .runtime import setup
-from .theory import linear_fcn_limit, projectors
+from .theory import end_to_end, init_gain, leftover_rms, linear_fcn_limit, projectors
 from .train import TrainingDiverged, TrainResult, train
 
 __all__ = [
     "__version__", "ConfigError", "RunConfig", "check_sweep", "validate_parameters", "DataError",
     "Panel", "first_index", "load", "patterns", "probes", "test_images", "test_panel",
     "training_image", "Run", "cache_dir", "evaluate", "grid", "predict", "run", "run_all",
-    "pearson", "scores", "CNN", "FCN", "build_model", "n_weights", "setup", "linear_fcn_limit",
-    "projectors", "TrainingDiverged", "TrainResult", "train",
+    "pearson", "scores", "summarize", "verdict", "plot", "CNN", "FCN", "build_model", "n_weights", "setup", "linear_fcn_limit",
+    "projectors", "end_to_end", "init_gain", "leftover_rms", "TrainingDiverged", "TrainResult", "train",
 ]

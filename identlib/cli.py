@@ -1,0 +1,115 @@
+"""Command line: ``python -m identlib`` (or ``identlib``).
+
+    identlib chapters                        list the chapters and their profiles
+    identlib params CHAPTER                  a chapter's parameters, defaults and meaning
+    identlib run CHAPTER [-p NAME VALUE]... [--profile NAME] [-o OUT.ipynb]
+                                             validate, then execute a chapter with papermill
+    identlib refresh [CHAPTER]...            re-execute chapters with their defaults, in place
+    identlib train [-p FIELD VALUE]...       train one config (cached) and score it on the panel
+
+Values are read as YAML (``-p depths "[1, 2]"``, ``-p lr 1e-3``, ``-p bias true``). Unknown names
+and invalid values are refused with one line before anything runs (exit status 2).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from .config import ConfigError
+
+__all__ = ["main"]
+
+
+def _value(text: str):
+    """A command-line value: int, float (``1e-3`` too), else YAML (lists, booleans), else text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if value is None else value
+
+
+def _overrides(pairs) -> dict:
+    return {name: _value(text) for name, text in pairs or []}
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="identlib", description="Identity Crisis, the executable book")
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("chapters", help="list chapters and their profiles")
+    p = sub.add_parser("params", help="show a chapter's parameters")
+    p.add_argument("chapter")
+    r = sub.add_parser("run", help="validate and execute a chapter with papermill")
+    r.add_argument("chapter")
+    r.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"))
+    r.add_argument("--profile", help="a profile name (book/profiles/CHAPTER/NAME.yaml) or a YAML file")
+    r.add_argument("-o", "--output", help="output notebook (default _build/runs/CHAPTER[-PROFILE].ipynb)")
+    r.add_argument("--check", action="store_true", help="validate only, execute nothing")
+    f = sub.add_parser("refresh", help="re-execute chapters (default: all) with their defaults, "
+                       "storing the outputs in the notebooks; a failing run changes nothing")
+    f.add_argument("chapter", nargs="*")
+    t = sub.add_parser("train", help="train one run config and print its scores on the test panel")
+    t.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("FIELD", "VALUE"))
+    return ap
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as err:
+        print(f"identlib: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    from . import chapters as ch
+
+    if args.command == "chapters":
+        for name in ch.chapters():
+            extra = ", ".join(ch.profiles(name))
+            print(f"{name}" + (f"  (profiles: {extra})" if extra else ""))
+    elif args.command == "params":
+        for name, p in ch.parameters(args.chapter).items():
+            print(f"{name} = {p['default']!r}  # {p['help']}")
+    elif args.command == "run":
+        params = ch.resolve(args.chapter, _overrides(args.parameter), args.profile)
+        if args.check:
+            print(f"{args.chapter}: parameters valid: {params}")
+            return 0
+        suffix = f"-{args.profile}" if args.profile and "/" not in args.profile else ""
+        out = args.output or f"_build/runs/{args.chapter}{suffix}.ipynb"
+        print(f"executing {args.chapter} with {params} -> {out}", file=sys.stderr)
+        ch.execute(args.chapter, out, params)
+    elif args.command == "refresh":
+        for name in args.chapter or list(ch.chapters()):
+            print(f"refreshing {name}", file=sys.stderr)
+            ch.refresh(name)
+    elif args.command == "train":
+        _train(_overrides(args.parameter))
+    return 0
+
+
+def _train(fields: dict) -> None:
+    from . import data, experiments
+    from .config import RunConfig
+
+    try:
+        config = RunConfig(**fields)
+    except TypeError:
+        unknown = set(fields) - set(RunConfig.__dataclass_fields__)
+        raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}; fields: "
+                          f"{', '.join(RunConfig.__dataclass_fields__)}") from None
+    print(config)
+    run = experiments.run(config)
+    panel = data.test_panel(config.train_index)
+    df = experiments.evaluate([run], panel.images, name=panel.names, fields=[])
+    print(f"final training loss {run.final_loss:.3g} after {len(run.loss)} steps")
+    print(df.drop(columns="label").round(3).to_string(index=False))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["pearson", "scores", "METRICS"]
+__all__ = ["pearson", "scores", "verdict", "summarize", "METRICS"]
 
 METRICS = ("corr_identity", "corr_constant", "mse_identity", "mse_constant")
 
@@ -41,3 +41,34 @@ def scores(pred: torch.Tensor, inputs: torch.Tensor, x_hat: torch.Tensor) -> dic
         "mse_identity": ((flat - x) ** 2).mean(1),
         "mse_constant": ((flat - t) ** 2).mean(1),
     }
+
+
+def verdict(corr_identity: float, corr_constant: float) -> str:
+    """Which reference function a prediction resembles, from its two correlations.
+
+    "identity" or "constant" at correlation ≥ 0.9; "mostly identity" / "mostly constant" when the
+    larger of the two is ≥ 0.6; otherwise "neither".
+
+    >>> verdict(0.97, 0.2), verdict(0.1, 0.95), verdict(0.3, 0.7), verdict(0.2, 0.3)
+    ('identity', 'constant', 'mostly constant', 'neither')
+    """
+    if corr_identity >= 0.9 and corr_identity >= corr_constant:
+        return "identity"
+    if corr_constant >= 0.9:
+        return "constant"
+    best, name = max((corr_identity, "identity"), (corr_constant, "constant"))
+    return f"mostly {name}" if best >= 0.6 else "neither"
+
+
+def summarize(df, by, exclude_family: str | None = "train"):
+    """Mean scores per group (e.g. per depth) over the test inputs, with a verdict per group.
+
+    ``df`` is a tidy table from :func:`identlib.evaluate`; rows of family ``exclude_family`` (the
+    training image) are left out when a ``family`` column exists.
+    """
+    if exclude_family is not None and "family" in df:
+        df = df[df["family"] != exclude_family]
+    cols = [m for m in METRICS if m in df]
+    out = df.groupby(by, sort=False)[cols].mean()
+    out["verdict"] = [verdict(a, b) for a, b in zip(out["corr_identity"], out["corr_constant"])]
+    return out

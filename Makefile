@@ -1,0 +1,42 @@
+# Identity Crisis, the executable book.
+#   make book   environment, every chapter executed (papermill), HTML built into _build/html
+#   make test   unit tests and doctests, nbval on every chapter, chapters re-run with other
+#               parameters, and the HTML build with warnings as errors
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Trained networks are cached here, shared by `make book` and `make test`.
+export IDENTLIB_CACHE_DIR ?= $(CURDIR)/.cache/identlib
+export IDENTLIB_PROGRESS ?= 0
+export PYTHONHASHSEED := 0
+
+.PHONY: book test env chapters html unit clean
+
+book: chapters html
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+chapters: env
+	$(BIN)/python -m identlib refresh
+
+html: env
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+test: env
+	$(BIN)/python -m pytest tests identlib book --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+unit: env
+	$(BIN)/python -m pytest tests identlib -p no:cacheprovider
+
+clean:
+	rm -rf _build
