@@ -63,7 +63,10 @@ class RunConfig:
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            _check(f.name, getattr(self, f.name), f.type)
+            value = getattr(self, f.name)
+            _check(f.name, value, f.type)
+            if f.type == "float" and not isinstance(value, float):
+                object.__setattr__(self, f.name, float(value))   # lr=1 and lr=1.0: one digest
         if self.n_train > 1 and self.train_index != 15:
             raise ConfigError("train_index applies to single-image runs (n_train == 1)")
 
@@ -177,8 +180,8 @@ def check_sweep(name: str, value) -> list:
                 _check(field, item, FIELDS[field].type)
             except ConfigError as err:
                 raise ConfigError(f"{name}: {err}") from None
-        elif name in RULES:
-            RULES[name](name, item)
+        elif name in SWEEP_RULES:
+            SWEEP_RULES[name](name, item)
         else:
             raise ConfigError(f"no validation rule for the sweep axis {name!r}")
     return items
@@ -194,12 +197,13 @@ def _positive_int(name, v):
         raise ConfigError(f"{name} must be an integer >= 1 (got {v!r})")
 
 
-# Rules for chapter parameters that are not config fields.
+# Rules for chapter parameters that are not config fields: scalars, and sweep axes (per element).
 RULES = {
-    "rhos": _unit,
     "n_probes": _positive_int,
     "n_test": _positive_int,
-    "seeds": lambda name, v: _check("seed", v, "int"),
+}
+SWEEP_RULES = {
+    "rhos": _unit,
 }
 
 
@@ -216,8 +220,7 @@ def validate_parameters(params: dict) -> dict:
             if FIELDS[name].type == "float" and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             _check(name, value, FIELDS[name].type)
-        elif name.endswith("s") and (name[:-1] in FIELDS or name in RULES) and (
-                isinstance(value, (list, tuple, str)) or name[:-1] in FIELDS):
+        elif name in SWEEP_RULES or (name.endswith("s") and name[:-1] in FIELDS):
             value = check_sweep(name, value)
         elif name in RULES:
             RULES[name](name, value)

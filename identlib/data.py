@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -128,7 +129,7 @@ def fetch(dataset: str, filename: str) -> Path:
             )
         try:
             _download(url, path)
-        except (urllib.error.URLError, OSError) as err:
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
             raise DataError(
                 f"could not download {url} ({err}). Without network, put the file (md5 "
                 f"{expected}) at {path}, or set IDENTLIB_DATA_DIR to a folder holding "
@@ -161,9 +162,16 @@ def parse_idx(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)
 
 
-@lru_cache(maxsize=None)
 def load(dataset: str = "mnist", split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 28, 28) uint8 and labels (N,) uint8 of one split ("train" or "test")."""
+    """Images (N, 28, 28) uint8 and labels (N,) uint8 of one split ("train" or "test").
+
+    Parsed arrays are kept in memory per data source, so changing ``IDENTLIB_DATA_DIR`` takes
+    effect at once."""
+    return _load(data_source(), dataset, split)
+
+
+@lru_cache(maxsize=None)
+def _load(source, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     if split not in SPLITS:
         raise DataError(f"split must be one of {list(SPLITS)}, got {split!r}")
     prefix = SPLITS[split]

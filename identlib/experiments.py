@@ -86,11 +86,14 @@ def _store(path: Path, config: RunConfig, result: dict, init_state: dict | None)
         if init_state is not None:
             payload["init_state"] = init_state
         torch.save(payload, tmp / "result.pt")
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not (path / "result.pt").exists():   # not a concurrent writer's finished result
-                raise
+        if path.exists():                            # enriching an entry (e.g. adding init_state)
+            os.replace(tmp / "result.pt", path / "result.pt")
+        else:
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                if not (path / "result.pt").exists():   # not a concurrent writer's finished result
+                    raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -10,7 +10,7 @@ between layers and none after the last.
 >>> tuple(net(torch.zeros(2, 1, 28, 28)).shape)
 (2, 1, 28, 28)
 >>> n_weights(net)   # 1·8·25 + 8·8·25 + 8·1·25
-1800
+2000
 """
 from __future__ import annotations
 

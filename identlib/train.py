@@ -5,7 +5,7 @@ or stderr is a terminal; ``IDENTLIB_PROGRESS=0/1`` overrides).
 >>> net = torch.nn.Linear(3, 3, bias=False)
 >>> x = torch.ones(1, 3)
 >>> out = train(net, x, x, optimizer="gd", lr=0.1, steps=200, tol=1e-10)
->>> out.converged, out.loss[-1] < 1e-10
+>>> out.converged, bool(out.loss[-1] < 1e-10)
 (True, True)
 """
 from __future__ import annotations

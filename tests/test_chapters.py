@@ -1,0 +1,166 @@
+"""Chapters as a public interface: parameters, profiles, validation, the command line, and every
+chapter re-executed by papermill with non-default parameters."""
+from __future__ import annotations
+
+import re
+
+import nbformat
+import papermill
+import pytest
+
+from identlib import chapters as ch
+from identlib.cli import main
+from identlib.config import ConfigError
+
+CHAPTERS = list(ch.chapters())
+
+
+def outputs(path) -> str:
+    """All text a notebook printed or displayed, concatenated."""
+    nb = nbformat.read(path, as_version=4)
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def test_book_has_the_spine_chapters():
+    assert {"intro", "linear_fcn"} <= set(CHAPTERS)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_parameter_is_documented_as_paper_or_choice(chapter):
+    params = ch.parameters(chapter)
+    assert params
+    for name, p in params.items():
+        assert re.match(r"(paper|choice)\b", p["help"]), f"{chapter}.{name}: {p['help']!r}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_defaults_and_every_profile_validate(chapter):
+    assert ch.resolve(chapter) == {}
+    for profile in ch.profiles(chapter):
+        overrides = ch.resolve(chapter, profile=profile)
+        assert overrides == ch.load_profile(chapter, profile)
+
+
+def test_unknown_parameter_is_refused_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown parameter 'depth' .*did you mean 'depths'"):
+        ch.resolve("linear_fcn", {"depth": 0})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"depths": [0]}, "depths: depth must be an integer >= 1 (got 0)"),
+    ({"depths": "[1, -2]"}, "depths: depth must be an integer >= 1 (got -2)"),
+    ({"lr": -1.0}, "lr must be > 0"),
+    ({"lr": "fast"}, "lr must be a number"),
+    ({"init": "zeros"}, "init must be one of"),
+    ({"steps": 2.5}, "steps must be an integer"),
+    ({"rhos": [0.5, 1.5]}, "rhos: every value must be a number in [0, 1]"),
+    ({"n_probes": 0}, "n_probes must be an integer >= 1"),
+])
+def test_invalid_values_are_refused_in_one_line(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        ch.resolve("linear_fcn", overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_chapter_and_profile():
+    with pytest.raises(ConfigError, match="unknown chapter 'nope'"):
+        ch.resolve("nope")
+    with pytest.raises(ConfigError, match="no profile 'huge' for chapter linear_fcn; profiles: paper"):
+        ch.resolve("linear_fcn", profile="huge")
+
+
+def test_cli_refuses_bad_parameters_before_running(capsys, monkeypatch):
+    monkeypatch.setattr(ch, "execute", lambda *a, **k: pytest.fail("must not execute"))
+    assert main(["run", "linear_fcn", "-p", "depth", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("identlib: unknown parameter 'depth'") and "\n" not in err
+    assert main(["run", "linear_fcn", "-p", "depths", "[0]"]) == 2
+    assert capsys.readouterr().err.strip() == "identlib: depths: depth must be an integer >= 1 (got 0)"
+
+
+def test_cli_check_params_and_chapters(capsys):
+    assert main(["run", "linear_fcn", "-p", "lr", "1e-4", "-p", "depths", "[1, 3]", "--check"]) == 0
+    assert "{'lr': 0.0001, 'depths': [1, 3]}" in capsys.readouterr().out
+    assert main(["run", "linear_fcn", "--profile", "paper", "--check"]) == 0
+    assert main(["params", "linear_fcn"]) == 0
+    assert "depths = [1, 2, 6]  # paper" in capsys.readouterr().out
+    assert main(["chapters"]) == 0
+    assert "linear_fcn  (profiles: paper, xavier)" in capsys.readouterr().out
+
+
+def test_cli_train_scores_one_config(capsys):
+    assert main(["train", "-p", "depth", "1", "-p", "lr", "1e-3", "-p", "loss_reduction", "sum",
+                 "-p", "steps", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "corr_identity" in out and "ellipse" in out
+    assert main(["train", "-p", "depth", "0"]) == 2
+    assert "depth must be an integer >= 1 (got 0)" in capsys.readouterr().err
+    assert main(["train", "-p", "wdith", "3"]) == 2
+    assert "unknown config field(s): wdith" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "identlib", "run", "linear_fcn", "-p", "depths", "0"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "identlib: depths: depth must be an integer >= 1 (got 0)"
+
+
+def test_refresh_keeps_the_chapter_when_execution_fails(tmp_path, monkeypatch):
+    book = tmp_path / "book"
+    book.mkdir()
+    src = ch.chapters()["intro"]
+    (book / "intro.ipynb").write_bytes(src.read_bytes())
+    monkeypatch.setenv("IDENTLIB_BOOK_DIR", str(book))
+
+    def boom(chapter, output, *a, **k):
+        open(output, "w").write("half-written")
+        raise RuntimeError("kernel died")
+
+    monkeypatch.setattr(ch, "execute", boom)
+    with pytest.raises(RuntimeError):
+        ch.refresh("intro")
+    assert (book / "intro.ipynb").read_bytes() == src.read_bytes()
+    assert sorted(p.name for p in book.iterdir()) == ["intro.ipynb"]
+
+
+# --- every chapter executed by papermill with non-default parameters ----------------------------
+
+def test_intro_with_another_training_image(tmp_path):
+    out = tmp_path / "intro.ipynb"
+    ch.execute("intro", out, {"train_index": 0}, progress=False)     # MNIST training image 0, a "5"
+    text = outputs(out)
+    assert "{'train_index': 0, 'seed': 0}" in text
+    assert outputs(ch.chapters()["intro"]) != text
+
+
+def test_linear_fcn_with_other_depths_changes_the_result(tmp_path):
+    out = tmp_path / "linear.ipynb"
+    params = {"depths": [1, 3], "rhos": [0.0, 1.0], "n_probes": 3}
+    ch.execute("linear_fcn", out, params, progress=False)
+    text = outputs(out)
+    assert "3-layer: correlation with the input" in text
+    assert "6-layer" not in text
+    assert re.search(r"within 1e-6: True", text)                     # Theorem 1 still holds
+    stored = outputs(ch.chapters()["linear_fcn"])
+    assert "6-layer: correlation with the input" in stored and stored != text
+
+
+def test_papermill_alone_fails_in_the_setup_cell_before_training(tmp_path):
+    out = tmp_path / "bad.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(ch.chapters()["linear_fcn"]), str(out),
+                                   parameters={"depths": "[0]"}, progress_bar=False,
+                                   cwd=str(ch.book_dir()))
+    assert "depths: depth must be an integer >= 1 (got 0)" in str(err.value)
+    nb = nbformat.read(out, as_version=4)
+    failed = [c for c in nb.cells if any(o.output_type == "error" for o in c.get("outputs", []))]
+    assert len(failed) == 1 and "il.RunConfig(" in failed[0].source   # the setup cell, not training

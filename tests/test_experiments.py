@@ -1,0 +1,216 @@
+"""identlib.experiments (runs, the results cache, sweeps, evaluation) and identlib.runtime."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import identlib
+from identlib import data, experiments
+from identlib.config import ConfigError, RunConfig
+from identlib.metrics import METRICS, scores
+from identlib.models import build_model
+
+TINY = RunConfig(model="fcn", depth=2, width=16, steps=20, lr=0.05)
+
+
+def weights_equal(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def no_training(*args, **kwargs):
+    raise AssertionError("trained again instead of loading from the cache")
+
+
+# --- run and the cache ---------------------------------------------------------------------------
+
+def test_run_trains_and_returns_a_run():
+    run = experiments.run(TINY)
+    assert run.config == TINY
+    assert len(run.loss) == 20 and run.final_loss == run.loss[-1] < run.loss[0]
+    assert not run.model.training and run.init_state is None
+    assert run.converged is False
+
+
+def test_second_run_loads_identical_weights_from_cache(monkeypatch):
+    first = experiments.run(TINY)
+    monkeypatch.setattr(experiments, "_train", no_training)
+    second = experiments.run(TINY)
+    assert weights_equal(first.model, second.model)
+    assert np.array_equal(first.loss, second.loss) and first.converged == second.converged
+
+
+def test_training_is_reproducible_without_cache():
+    a = experiments.run(TINY, cache=False)
+    b = experiments.run(TINY, cache=False)
+    assert weights_equal(a.model, b.model)
+    assert not experiments.cache_dir().exists()                 # cache=False writes nothing
+
+
+def test_cache_folder_holds_config_and_result(tmp_path):
+    experiments.run(TINY)
+    root = experiments.cache_dir()
+    assert root == tmp_path / "cache" / "results"
+    assert [p.name for p in root.iterdir()] == [TINY.digest()]
+    folder = root / TINY.digest()
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "result.pt"]
+    assert json.loads((folder / "config.json").read_text()) == TINY.to_dict()
+    payload = torch.load(folder / "result.pt", weights_only=True)
+    assert set(payload) == {"state_dict", "loss", "converged"}   # no init unless asked
+
+
+def test_different_configs_get_different_cache_entries():
+    experiments.run_all([TINY, TINY.replace(seed=1)])
+    assert len(list(experiments.cache_dir().iterdir())) == 2
+
+
+def test_keep_init_returns_initial_weights(monkeypatch):
+    run = experiments.run(TINY, keep_init=True)
+    init = build_model(TINY, torch.Generator().manual_seed(TINY.seed)).state_dict()
+    assert run.init_state.keys() == init.keys()
+    assert all(torch.equal(run.init_state[k], init[k]) for k in init)
+    assert not torch.equal(run.init_state["layers.0.weight"], run.model.layers[0].weight)
+    monkeypatch.setattr(experiments, "_train", no_training)      # and it is cached with the result
+    again = experiments.run(TINY, keep_init=True)
+    assert all(torch.equal(again.init_state[k], init[k]) for k in init)
+
+
+def test_keep_init_after_plain_run_is_cached(monkeypatch):
+    experiments.run(TINY)
+    experiments.run(TINY, keep_init=True)                       # retrains to recover the init
+    monkeypatch.setattr(experiments, "_train", no_training)
+    assert experiments.run(TINY, keep_init=True).init_state is not None
+
+
+def test_interrupted_store_leaves_no_entry_and_next_run_succeeds(monkeypatch):
+    real_save = torch.save
+
+    def broken_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as out:
+            out.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(experiments.torch, "save", broken_save)
+        with pytest.raises(OSError, match="disk full"):
+            experiments.run(TINY)
+    root = experiments.cache_dir()
+    assert list(root.iterdir()) == []                           # no entry, no temporary folder
+    assert torch.save is real_save
+    run = experiments.run(TINY)
+    assert (root / TINY.digest() / "result.pt").exists()
+    assert [p.name for p in root.iterdir()] == [TINY.digest()]
+    assert len(run.loss) == 20
+
+
+def test_training_set():
+    one = experiments.training_set(RunConfig())
+    assert one.shape == (1, 1, 28, 28) and torch.equal(one[0], data.training_image())
+    three = experiments.training_set(RunConfig(n_train=3, dtype="float64"))
+    assert three.shape == (3, 1, 28, 28) and three.dtype == torch.float64
+    with pytest.raises(ValueError, match="n_train"):
+        experiments.training_set(RunConfig(n_train=60001))
+
+
+def test_cnn_run():
+    run = experiments.run(RunConfig(model="cnn", depth=2, channels=4, steps=10, lr=0.01))
+    assert run.model(data.training_image().unsqueeze(0)).shape == (1, 1, 28, 28)
+
+
+# --- sweeps --------------------------------------------------------------------------------------
+
+def test_grid_is_the_product_of_axes_in_order():
+    configs = experiments.grid(TINY, depth=[1, 2, 3], seed=[0, 1])
+    assert [(c.depth, c.seed) for c in configs] == [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+    assert all(c.replace(depth=TINY.depth, seed=TINY.seed) == TINY for c in configs)
+
+
+def test_grid_without_axes_is_the_base():
+    assert experiments.grid(TINY) == [TINY]
+
+
+def test_grid_validates():
+    with pytest.raises(ConfigError, match="unknown config field"):
+        experiments.grid(TINY, depths=[1, 2])
+    with pytest.raises(ConfigError, match="depth"):
+        experiments.grid(TINY, depth=[1, 0])
+
+
+def test_run_all_keeps_order():
+    configs = experiments.grid(TINY, seed=[2, 0, 1])
+    assert [r.config.seed for r in experiments.run_all(configs)] == [2, 0, 1]
+
+
+def test_predict_returns_float32_in_batches():
+    model = build_model(TINY.replace(dtype="float64"), torch.Generator().manual_seed(0))
+    images = torch.rand(5, 1, 28, 28)
+    out = experiments.predict(model, images, batch=2)
+    assert out.shape == (5, 1, 28, 28) and out.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.allclose(out, model(images.double()).float())
+
+
+def test_evaluate_is_tidy_one_row_per_run_and_input():
+    runs = experiments.run_all(experiments.grid(TINY, depth=[2, 3], seed=[0, 1]))
+    panel = data.test_panel()
+    df = experiments.evaluate(runs, panel.images, name=panel.names, family=panel.families)
+    assert len(df) == 4 * 13
+    assert set(df.columns) == {"label", "depth", "seed", "name", "family", *METRICS}
+    assert list(df.columns[-4:]) == list(METRICS)
+    assert df.groupby(["depth", "seed"]).size().tolist() == [13] * 4
+    assert df["name"].tolist() == list(panel.names) * 4
+    assert df[list(METRICS)].notna().all().all()
+    assert df["label"].iloc[0] == "fcn-linear-d2-w16" and df["label"].iloc[-1] == "fcn-linear-d3-w16"
+
+
+def test_evaluate_scores_match_metrics():
+    run = experiments.run(TINY)
+    inputs = data.test_images("mnist", 4)
+    df = experiments.evaluate([run], inputs, fields=["lr"])
+    assert list(df.columns[:2]) == ["label", "lr"]
+    expected = scores(experiments.predict(run.model, inputs), inputs, data.training_image())
+    for metric in METRICS:
+        assert np.allclose(df[metric].to_numpy(), expected[metric].numpy())
+
+
+def test_evaluate_with_explicit_x_hat():
+    run = experiments.run(TINY)
+    inputs = data.test_images("mnist", 3)
+    df = experiments.evaluate([run], inputs, x_hat=inputs[0])
+    assert df["mse_constant"].iloc[0] == pytest.approx(df["mse_identity"].iloc[0])
+
+
+# --- runtime.setup -------------------------------------------------------------------------------
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_setup_sets_threads(restore_threads):
+    info = identlib.setup(threads=3)
+    assert torch.get_num_threads() == 3
+    assert info == {"identlib": identlib.__version__, "torch": torch.__version__.split("+")[0],
+                    "threads": 3}
+
+
+def test_setup_threads_default_from_environment(restore_threads, monkeypatch):
+    monkeypatch.setenv("IDENTLIB_THREADS", "1")
+    assert identlib.setup()["threads"] == 1 and torch.get_num_threads() == 1
+    monkeypatch.delenv("IDENTLIB_THREADS")
+    assert identlib.setup()["threads"] == 2
+
+
+def test_setup_require_matching_version(restore_threads):
+    assert identlib.setup(threads=1, require=identlib.__version__)["identlib"] == identlib.__version__
+
+
+def test_setup_require_wrong_version_says_how_to_fix(restore_threads):
+    with pytest.raises(RuntimeError, match="pip install") as err:
+        identlib.setup(require="9.9.9")
+    assert "9.9.9" in str(err.value) and identlib.__version__ in str(err.value)

@@ -1,0 +1,112 @@
+"""identlib.theory, and the oracle: trained linear FCNs land exactly on the closed form."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import identlib
+from identlib import data
+from identlib.config import RunConfig
+from identlib.theory import linear_fcn_limit, projectors
+
+gen = torch.Generator().manual_seed(0)
+X3 = torch.rand(3, 1, 28, 28, generator=gen, dtype=torch.float64)
+R = torch.randn(784, 784, generator=gen, dtype=torch.float64) / 28
+I = torch.eye(784, dtype=torch.float64)
+
+
+def test_docstring_example():
+    X = torch.tensor([[1.0], [0.0]], dtype=torch.float64)
+    R2 = torch.tensor([[0.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    assert torch.equal(linear_fcn_limit(R2, X), torch.tensor([[1.0, 2.0], [0.0, 4.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("X", [X3[:1], X3], ids=["one image", "three images"])
+def test_projectors_are_complementary_orthogonal_projectors(X):
+    par, perp = projectors(X)
+    for P in (par, perp):
+        assert torch.allclose(P @ P, P, atol=1e-10)
+        assert torch.allclose(P, P.T, atol=1e-12)
+    assert torch.allclose(par + perp, I)
+    assert torch.allclose(par @ perp, torch.zeros_like(I), atol=1e-10)
+    assert round(float(torch.trace(par))) == len(X)           # rank = number of images
+    cols = X.flatten(1).T
+    assert torch.allclose(par @ cols, cols, atol=1e-10)
+
+
+@pytest.mark.parametrize("X", [X3[:1], X3], ids=["one image", "three images"])
+def test_limit_is_identity_on_span_and_R_on_complement(X):
+    W = linear_fcn_limit(R, X)
+    cols = X.flatten(1).T
+    assert torch.allclose(W @ cols, cols, atol=1e-10)
+    par, perp = projectors(X)
+    v = perp @ torch.randn(784, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert torch.allclose(W @ v, R @ v, atol=1e-10)
+    assert torch.allclose(W, par + R @ perp, atol=1e-10)
+
+
+def test_limit_accepts_columns_or_images():
+    cols = X3.flatten(1).T
+    assert torch.allclose(linear_fcn_limit(R, cols), linear_fcn_limit(R, X3))
+
+
+# --- the oracle ----------------------------------------------------------------------------------
+
+def trained_vs_theory(cfg: RunConfig, X: torch.Tensor) -> tuple[float, float]:
+    run = identlib.run(cfg, keep_init=True)
+    R0 = run.init_state["layers.0.weight"]
+    W = run.model.layers[0].weight.detach()
+    return run.final_loss, float((W - linear_fcn_limit(R0, X)).abs().max())
+
+
+def test_oracle_one_image():
+    cfg = RunConfig(model="fcn", depth=1, dtype="float64", optimizer="gd", lr=0.005,
+                    loss_reduction="sum", steps=300)
+    loss, gap = trained_vs_theory(cfg, data.training_image().unsqueeze(0))
+    assert loss < 1e-20
+    assert gap <= 1e-6
+
+
+def test_oracle_three_images():
+    cfg = RunConfig(model="fcn", depth=1, dtype="float64", optimizer="gd", lr=0.002,
+                    loss_reduction="sum", steps=400, n_train=3)
+    X = identlib.experiments.training_set(cfg)
+    first3 = torch.tensor(data.load("mnist", "train")[0][:3], dtype=torch.float32) / 255
+    assert X.shape == (3, 1, 28, 28) and torch.equal(X[:, 0].float(), first3)
+    loss, gap = trained_vs_theory(cfg, X)
+    assert loss < 1e-20
+    assert gap <= 1e-6
+
+
+def test_oracle_detects_a_wrong_init():
+    """The check is not vacuous: the limit from a different R is far from the trained W."""
+    cfg = RunConfig(model="fcn", depth=1, dtype="float64", optimizer="gd", lr=0.005,
+                    loss_reduction="sum", steps=300)
+    run = identlib.run(cfg, keep_init=True)
+    W = run.model.layers[0].weight.detach()
+    other = identlib.run(cfg.replace(seed=1), keep_init=True).init_state["layers.0.weight"]
+    assert float((W - linear_fcn_limit(other, data.training_image().unsqueeze(0))).abs().max()) > 1e-2
+
+
+def test_end_to_end_is_the_product_of_the_layers():
+    from identlib.config import RunConfig
+    from identlib.models import build_model
+    from identlib.theory import end_to_end
+
+    net = build_model(RunConfig(model="fcn", depth=3, width=16, dtype="float64"),
+                      torch.Generator().manual_seed(0))
+    x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
+    assert torch.allclose(net(x).flatten(1), x.flatten(1) @ end_to_end(net).T)
+
+
+def test_leftover_rms_matches_the_init_gain_for_random_products():
+    from identlib.theory import init_gain, leftover_rms
+
+    g = torch.Generator().manual_seed(0)
+    x_hat = torch.rand(1, 1, 28, 28, generator=g, dtype=torch.float64)
+    bound = 1 / 784 ** 0.5                        # PyTorch's default: U(-1/sqrt(fan_in), +)
+    W = torch.eye(784, dtype=torch.float64)
+    for _ in range(3):
+        W = (torch.rand(784, 784, generator=g, dtype=torch.float64) * 2 - 1) * bound @ W
+    assert leftover_rms(W, x_hat) == pytest.approx(init_gain("default") ** 3, rel=0.05)
+    assert leftover_rms(torch.eye(784, dtype=torch.float64), x_hat) == pytest.approx(1.0)
