@@ -2,6 +2,9 @@
 #   make book   environment, every chapter executed (papermill), HTML built into _build/html
 #   make test   unit tests and doctests, nbval on every chapter, chapters re-run with other
 #               parameters, and the HTML build with warnings as errors
+#   make bench  training speed: identlib's engine against the plain PyTorch loop and the machine's
+#               peak (bench/out/; book/runtime.md quotes it); bench-chapters: each chapter's run
+#               time, cold and warm cache; bench-verdicts: float32 vs bf16 after full training
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +15,7 @@ export IDENTLIB_CACHE_DIR ?= $(CURDIR)/.cache/identlib
 export IDENTLIB_PROGRESS ?= 0
 export PYTHONHASHSEED := 0
 
-.PHONY: book test env chapters html unit clean
+.PHONY: book test env chapters html unit clean bench bench-chapters bench-verdicts
 
 book: chapters html
 
@@ -37,6 +40,15 @@ test: env
 
 unit: env
 	$(BIN)/python -m pytest tests identlib -p no:cacheprovider
+
+bench: env
+	$(BIN)/python bench/bench.py
+
+bench-chapters: env
+	$(BIN)/python bench/chapters.py
+
+bench-verdicts: env
+	$(BIN)/python bench/verdicts.py
 
 clean:
 	rm -rf _build

@@ -160,6 +160,7 @@ def refresh(chapter: str, progress: bool = True) -> Path:
     try:
         execute(chapter, tmp, {}, progress=progress)
         _strip_volatile(Path(tmp))
+        os.chmod(tmp, src.stat().st_mode)          # mkstemp's files are private (0600)
         os.replace(tmp, src)
     finally:
         if os.path.exists(tmp):

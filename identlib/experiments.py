@@ -9,6 +9,9 @@ The cache lives in ``$IDENTLIB_CACHE_DIR/results`` (default ``~/.cache/identlib/
 folder per digest holding ``config.json`` and ``result.pt``. A result is written into a temporary
 folder and renamed into place in one step, so an interrupted run never leaves a half-written
 result behind.
+
+:func:`run_all` and :func:`sweep` train the uncached configs that differ only in ``seed`` together,
+as one grouped network (:mod:`identlib.engine`), and store each member as :func:`run` would.
 """
 from __future__ import annotations
 
@@ -24,13 +27,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data
+from . import data, engine
 from .config import RunConfig
 from .metrics import scores
 from .models import build_model
-from .train import train
+from .train import TrainingDiverged, train
 
-__all__ = ["Run", "cache_dir", "run", "run_all", "grid", "predict", "evaluate", "training_set"]
+__all__ = ["Run", "cache_dir", "run", "run_all", "grid", "predict", "evaluate", "sweep",
+           "training_set"]
+
+# Trained weights larger than this are not stored (a width-4096 FCN of depth 8 is 500 MB); their
+# scores still are, by :func:`sweep`.
+MAX_STORED_MB = float(os.environ.get("IDENTLIB_CACHE_MAX_MB", "200"))
 
 
 @dataclass
@@ -70,10 +78,56 @@ def _train(config: RunConfig, progress) -> tuple[dict, dict]:
     x = training_set(config)
     out = train(model, x, x, optimizer=config.optimizer, lr=config.lr, steps=config.steps,
                 momentum=config.momentum, loss_reduction=config.loss_reduction, tol=config.tol,
-                batch_size=config.batch_size, generator=gen, progress=progress, name=config.label())
+                batch_size=config.batch_size, generator=gen, precision=config.precision,
+                progress=progress, name=config.label())
     result = {"state_dict": model.state_dict(), "loss": torch.from_numpy(out.loss),
               "converged": out.converged}
     return result, init_state
+
+
+def _train_group(configs: list[RunConfig], progress) -> list[tuple[dict, dict]]:
+    """What :func:`_train` returns for each config, for configs that differ only in ``seed``,
+    trained together as one grouped network."""
+    c = configs[0]
+    gens = [torch.Generator().manual_seed(m.seed) for m in configs]
+    models = [build_model(m, g) for m, g in zip(configs, gens)]     # each drawn as _train draws it
+    init_states = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
+    x = training_set(c)
+    trained = engine.fit_group(models, x, x, generators=gens, optimizer=c.optimizer, lr=c.lr,
+                               steps=c.steps, momentum=c.momentum, loss_reduction=c.loss_reduction,
+                               tol=c.tol, batch_size=c.batch_size, precision=c.precision,
+                               progress=progress, name=c.label())
+    return [({"state_dict": state, "loss": torch.from_numpy(out.loss), "converged": out.converged}, init)
+            for (out, state), init in zip(trained, init_states)]
+
+
+def _stored_mb(config: RunConfig) -> float:
+    """Size of a config's trained weights, from its shape alone."""
+    c = config
+    if c.model == "fcn":
+        sizes = [28 * 28] + [c.width] * (c.depth - 1) + [28 * 28]
+        n = sum(a * b + (b if c.bias else 0) for a, b in zip(sizes, sizes[1:]))
+    else:
+        sizes = [1] + [c.channels] * (c.depth - 1) + [1]
+        n = sum(a * b * c.kernel_size ** 2 + (b if c.bias else 0) for a, b in zip(sizes, sizes[1:]))
+    return n * (8 if c.dtype == "float64" else 4) / 2**20
+
+
+def _train_together(configs, keep_init: bool = False, progress: bool | None = None) -> None:
+    """Train the uncached configs that differ only in ``seed`` as grouped networks and store each
+    member as :func:`run` would; :func:`run` then loads them. Configs whose weights are too large to
+    store are left to :func:`run`, and so is a group in which a member diverges (run reports it)."""
+    todo = [c for c in dict.fromkeys(configs)
+            if not (cache_dir() / c.digest() / "result.pt").exists() and _stored_mb(c) <= MAX_STORED_MB]
+    for members in engine.seed_groups(todo):
+        if len(members) < 2:
+            continue
+        try:
+            trained = _train_group(members, progress)
+        except TrainingDiverged:
+            continue
+        for c, (result, init_state) in zip(members, trained):
+            _store(cache_dir() / c.digest(), c, result, init_state if keep_init else None)
 
 
 def _store(path: Path, config: RunConfig, result: dict, init_state: dict | None) -> None:
@@ -113,7 +167,8 @@ def run(config: RunConfig, *, cache: bool = True, keep_init: bool = False,
     if payload is None:
         result, init_state = _train(config, progress)
         payload = dict(result, init_state=init_state)
-        if cache:
+        size_mb = sum(v.numel() * v.element_size() for v in result["state_dict"].values()) / 2**20
+        if cache and size_mb <= MAX_STORED_MB:
             _store(path, config, result, init_state if keep_init else None)
     model = build_model(config, torch.Generator().manual_seed(config.seed))
     model.load_state_dict(payload["state_dict"])
@@ -133,9 +188,14 @@ def grid(base: RunConfig, **axes) -> list[RunConfig]:
             for values in itertools.product(*(axes[n] for n in names))]
 
 
-def run_all(configs, **kwargs) -> list[Run]:
-    """``run`` over a sweep, in order (each one cached)."""
-    return [run(c, **kwargs) for c in configs]
+def run_all(configs, *, cache: bool = True, keep_init: bool = False,
+            progress: bool | None = None) -> list[Run]:
+    """``run`` over a sweep, in order (each one cached). Uncached configs that differ only in
+    ``seed`` are trained together first (:func:`_train_together`)."""
+    configs = list(configs)
+    if cache:
+        _train_together(configs, keep_init, progress)
+    return [run(c, cache=cache, keep_init=keep_init, progress=progress) for c in configs]
 
 
 @torch.no_grad()
@@ -157,18 +217,85 @@ def evaluate(runs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, f
     import pandas as pd
 
     runs = list(runs)
+    frames = [_score_frame(r, inputs, x_hat, columns) for r in runs]
+    return _with_fields([r.config for r in runs], frames, fields)
+
+
+def _score_frame(r: Run, inputs, x_hat, columns) -> "pd.DataFrame":
+    import pandas as pd
+
+    target = x_hat if x_hat is not None else data.training_image(r.config.train_index)
+    s = scores(predict(r.model, inputs), inputs, target)
+    df = pd.DataFrame({k: list(v) for k, v in columns.items()})
+    for k, v in s.items():
+        df[k] = v.numpy()
+    df["final_loss"] = r.final_loss        # training loss at the end, to tell converged runs apart
+    return df
+
+
+def _with_fields(configs, frames, fields) -> "pd.DataFrame":
+    """Prefix each run's score table with its label and the config fields of interest."""
+    import pandas as pd
+
     if fields is None:
-        dicts = [r.config.to_dict() for r in runs]
+        dicts = [c.to_dict() for c in configs]
         fields = [k for k in dicts[0] if k == "depth" or len({d[k] for d in dicts}) > 1]
-    frames = []
-    for r in runs:
-        target = x_hat if x_hat is not None else data.training_image(r.config.train_index)
-        s = scores(predict(r.model, inputs), inputs, target)
-        df = pd.DataFrame({k: v.numpy() for k, v in s.items()})
-        for k, v in columns.items():
-            df.insert(0, k, list(v))
+    out = []
+    for c, df in zip(configs, frames):
+        df = df.copy()
         for f in reversed(fields):
-            df.insert(0, f, getattr(r.config, f))
-        df.insert(0, "label", r.config.label())
+            df.insert(0, f, getattr(c, f))
+        df.insert(0, "label", c.label())
+        out.append(df)
+    return pd.concat(out, ignore_index=True)
+
+
+def _inputs_key(inputs: torch.Tensor, x_hat, columns: dict) -> str:
+    import hashlib
+
+    h = hashlib.sha256(inputs.float().contiguous().numpy().tobytes())
+    if x_hat is not None:
+        h.update(x_hat.float().contiguous().numpy().tobytes())
+    h.update(json.dumps({k: [str(v) for v in vals] for k, vals in columns.items()},
+                        sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, fields=None,
+          progress: bool | None = None, **columns) -> "pd.DataFrame":
+    """Train (or load) every config and score it on ``inputs``: the tidy table of
+    :func:`evaluate`, with each run's scores cached beside its result, keyed by the content of the
+    inputs. A cached sweep needs neither training nor the stored weights.
+    """
+    import pandas as pd
+
+    configs = list(configs)
+    key = _inputs_key(inputs, x_hat, columns)
+    _train_together([c for c in configs if not (cache_dir() / c.digest() / f"scores-{key}.pkl").exists()],
+                    progress=progress)
+    frames = []
+    for c in configs:
+        folder = cache_dir() / c.digest()
+        path = folder / f"scores-{key}.pkl"
+        if path.exists():
+            frames.append(pd.read_pickle(path))
+            continue
+        df = _score_frame(run(c, progress=progress), inputs, x_hat, columns)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "config.json").exists():
+            _atomic_write(folder / "config.json",
+                          lambda f: f.write(json.dumps(c.to_dict(), indent=1, sort_keys=True).encode()))
+        _atomic_write(path, lambda f: df.to_pickle(f))
         frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    return _with_fields(configs, frames, fields)
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

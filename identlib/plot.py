@@ -83,11 +83,13 @@ def show_images(images, *, titles=None, ax=None, ncols: int | None = None, vmin=
     return axes
 
 
-def score_curves(df, *, x: str, hue: str | None = None, metrics=("corr_identity", "corr_constant"),
-                 axes=None, theory=None, errorbar=("pi", 100)):
+def score_curves(df, *, x: str, hue: str | None = None, style: str | None = None,
+                 metrics=("corr_identity", "corr_constant"), axes=None, theory=None,
+                 errorbar=("pi", 100)):
     """One panel per metric: the metric against ``x`` (mean and spread over the rows sharing an
     ``x`` and ``hue``), e.g. correlation to identity and to constant against ρ, one line per depth.
 
+    ``style`` (optional) sets the line style per value of another column (e.g. width).
     ``theory`` (optional) is a table with the same ``x`` and metric columns, drawn dashed in black.
     Returns the axes.
     """
@@ -101,7 +103,7 @@ def score_curves(df, *, x: str, hue: str | None = None, metrics=("corr_identity"
               "corr_constant": "correlation with the \"7\" (constant)",
               "mse_identity": "MSE to input", "mse_constant": "MSE to the \"7\""}
     for ax, m in zip(axes, metrics):
-        sns.lineplot(data=df, x=x, y=m, hue=hue, marker="o", errorbar=errorbar, ax=ax,
+        sns.lineplot(data=df, x=x, y=m, hue=hue, style=style, marker="o", errorbar=errorbar, ax=ax,
                      palette="viridis" if hue else None)
         if theory is not None:
             t = theory.groupby(x)[m].mean()

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["projectors", "linear_fcn_limit", "end_to_end", "leftover_rms", "init_gain"]
+__all__ = ["projectors", "linear_fcn_limit", "end_to_end", "leftover_rms", "init_gain",
+           "input_jacobian", "iterate", "remaining_error"]
 
 
 def _columns(X: torch.Tensor) -> torch.Tensor:
@@ -80,3 +81,230 @@ def init_gain(scheme: str, scale: float = 1.0) -> float:
     (0.5774, 0.5)
     """
     return (INIT_VARIANCE[scheme] ** 0.5) * scale
+
+
+def input_jacobian(model, x: torch.Tensor) -> torch.Tensor:
+    """∂f(x)/∂x of a network at one input (1, 28, 28): a (784, 784) float64 matrix. Its singular
+    values say how much the network passes on small changes of its input: all ≈ 1 for the
+    identity, all ≈ 0 for a constant function.
+    """
+    dtype = next(model.parameters()).dtype
+
+    def f(v):
+        return model(v.view(1, *x.shape)).flatten()
+
+    J = torch.autograd.functional.jacobian(f, x.detach().to(dtype).flatten())
+    return J.double()
+
+
+@torch.no_grad()
+def iterate(model, x: torch.Tensor, n: int) -> torch.Tensor:
+    """x, f(x), f(f(x)), … (n applications): (n + 1, *x.shape). A training image that attracts
+    the iterates is *memorized* in the sense of Radhakrishnan et al. (2018)."""
+    dtype = next(model.parameters()).dtype
+    out = [x.detach().to(dtype)]
+    for _ in range(n):
+        out.append(model(out[-1].unsqueeze(0))[0])
+    return torch.stack(out).float()
+
+
+def remaining_error(W: torch.Tensor, R: torch.Tensor, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Along each principal direction uᵢ of the training images: the data's variance λᵢ and the
+    fraction ‖(W − I)uᵢ‖ / ‖(R − I)uᵢ‖ of the initial error that training has not yet removed.
+
+    Gradient descent shrinks that fraction as exp(−c·t·λᵢ) (c set by the learning rate and the
+    loss), so directions the data spans strongly are learned first; directions it does not span
+    at all (λᵢ = 0) keep the random initial map R for good.
+    Returns (λ, fraction), both of length 784, λ in decreasing order.
+    """
+    X = _columns(X)                                       # (784, n)
+    lam, U = torch.linalg.eigh(X @ X.T / X.shape[1])      # (784,), (784, 784): no n x n matrix
+    lam, U = lam.flip(0).clamp_min(0.0), U.flip(1)
+    eye = torch.eye(X.shape[0], dtype=X.dtype)
+    before = ((R.double() - eye) @ U).norm(dim=0)
+    after = ((W.double() - eye) @ U).norm(dim=0)
+    return lam, after / before
+
+
+# --- One-layer CNN (paper.md §4; the closed forms below are our derivation) ---------------------
+#
+# f(x) = w ⊛ x (one k × k filter, zero "same" padding, no bias) = P(x) w, with P(x) the patch
+# (im2col) matrix of x. The filter δ (a 1 at the centre) computes the identity: P(x) δ = x.
+# Gradient descent on ‖P(x̂) w − x̂‖² only ever adds gradients 2 P(x̂)ᵀ(P(x̂) w − x̂), which lie in
+# the row space of P(x̂), so the part of w in N = ker P(x̂) never changes and w converges to
+#
+#     w∞ = δ + Π_N (w₀ − δ),     f(x) − x = P(x) Π_N (w₀ − δ):
+#
+# the exact identity when the training patches have full rank k², else an error bounded by
+# ‖P(x)‖ ‖Π_N (w₀ − δ)‖.
+
+__all__ += ["patch_matrix", "identity_filter", "patch_rank", "cnn_limit", "cnn_after_steps",
+            "cnn_heavy_ball", "cnn_test_error", "cnn_error_bound"]
+
+RANK_RTOL = 1e-10  # singular values below this fraction of the largest count as zero
+
+
+def _image2d(x: torch.Tensor) -> torch.Tensor:
+    """One image as a float64 (H, W) tensor; accepts (H, W), (1, H, W) and (1, 1, H, W)."""
+    x = x.detach().double()
+    while x.dim() > 2:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected one single-channel image, got shape {tuple(x.shape)}")
+        x = x[0]
+    return x
+
+
+def patch_matrix(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """P(x): the float64 patch (im2col) matrix of one image, (784, k²) for MNIST. Row (i, j) holds
+    the k × k patch centred on pixel (i, j), zeros outside the image, so that a one-layer CNN with
+    filter w (zero padding k // 2, no bias: torch's conv2d, a cross-correlation, and identlib's
+    CNN) computes f(x) = P(x) w.flatten().
+
+    >>> x = torch.arange(1.0, 10.0).view(3, 3)
+    >>> patch_matrix(x, 3)[4]                          # the centre pixel sees the whole image
+    tensor([1., 2., 3., 4., 5., 6., 7., 8., 9.], dtype=torch.float64)
+    >>> patch_matrix(x, 3)[0]                          # a corner pixel: zeros outside
+    tensor([0., 0., 0., 0., 1., 2., 0., 4., 5.], dtype=torch.float64)
+    >>> torch.equal(patch_matrix(x, 3) @ identity_filter(3).flatten(), x.flatten().double())
+    True
+    """
+    import torch.nn.functional as F
+
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd integer (got {kernel_size})")
+    x = _image2d(x)
+    cols = F.unfold(x[None, None], kernel_size, padding=kernel_size // 2)   # (1, k², H·W)
+    return cols[0].T.contiguous()                                          # (H·W, k²)
+
+
+def identity_filter(kernel_size: int) -> torch.Tensor:
+    """δ: the k × k float64 filter with a 1 at the centre, which copies its input.
+
+    >>> identity_filter(3)
+    tensor([[0., 0., 0.],
+            [0., 1., 0.],
+            [0., 0., 0.]], dtype=torch.float64)
+    """
+    delta = torch.zeros(kernel_size, kernel_size, dtype=torch.float64)
+    delta[kernel_size // 2, kernel_size // 2] = 1.0
+    return delta
+
+
+def patch_rank(x: torch.Tensor, kernel_size: int, rtol: float = RANK_RTOL) -> int:
+    """Numerical rank of P(x): singular values above ``rtol`` times the largest. At most
+    min(k², number of pixels); a single lit corner pixel gives (k // 2 + 1)².
+
+    >>> corner = torch.zeros(28, 28); corner[0, 0] = 1
+    >>> patch_rank(corner, 3), patch_rank(torch.ones(28, 28), 3)
+    (4, 9)
+    """
+    s = torch.linalg.svdvals(patch_matrix(x, kernel_size))
+    return int((s > rtol * s[0]).sum()) if s[0] > 0 else 0
+
+
+def cnn_limit(w0: torch.Tensor, x_hat: torch.Tensor, rtol: float = RANK_RTOL) -> torch.Tensor:
+    """w∞ = δ + Π_N(w₀ − δ), N = ker P(x̂): where gradient descent (with or without momentum) from
+    the filter ``w0`` ((k, k) or a conv weight (1, 1, k, k)) converges on the identity task with
+    the single training image ``x_hat``. Returns a (k, k) float64 filter: δ when P(x̂) has full
+    rank k², otherwise δ plus the part of w₀ − δ that x̂'s patches cannot see.
+
+    >>> x_hat = torch.zeros(28, 28); x_hat[0, 0] = 1   # one lit corner pixel: taps (2, ·), (·, 2) unseen
+    >>> cnn_limit(torch.ones(3, 3), x_hat)
+    tensor([[0., 0., 1.],
+            [0., 1., 1.],
+            [1., 1., 1.]], dtype=torch.float64)
+    """
+    k = w0.shape[-1]
+    _, s, vh = torch.linalg.svd(patch_matrix(x_hat, k), full_matrices=False)
+    rows = vh[s > rtol * s[0]]                                  # (rank, k²): row space of P(x̂)
+    delta = identity_filter(k).flatten()
+    d = w0.detach().double().reshape(-1) - delta                # w₀ − δ
+    return (delta + d - rows.T @ (rows @ d)).view(k, k)
+
+
+def cnn_after_steps(w0: torch.Tensor, x_hat: torch.Tensor, lr: float, steps: int,
+                    loss_reduction: str = "sum") -> torch.Tensor:
+    """The filter after ``steps`` steps of plain gradient descent (no momentum) from ``w0``:
+
+        w_t = δ + (I − 2η P̂ᵀP̂)^t (w₀ − δ),   P̂ = P(x̂),  η = lr (summed loss) or lr / pixels (mean).
+
+    Exact at every t, converged or not: along a right singular vector of P̂ with singular value
+    σ, the initial error w₀ − δ shrinks by (1 − 2ησ²) per step; along N (σ = 0) it stays. For
+    0 < η < 1/σ_max² it tends to :func:`cnn_limit`. Returns a (k, k) float64 filter.
+
+    >>> x_hat = torch.zeros(28, 28); x_hat[0, 0] = 1
+    >>> cnn_after_steps(torch.ones(3, 3), x_hat, lr=0.25, steps=1)   # seen taps move halfway to δ
+    tensor([[0.5000, 0.5000, 1.0000],
+            [0.5000, 1.0000, 1.0000],
+            [1.0000, 1.0000, 1.0000]], dtype=torch.float64)
+    """
+    if loss_reduction not in ("sum", "mean"):
+        raise ValueError(f"loss_reduction must be sum or mean (got {loss_reduction!r})")
+    k = w0.shape[-1]
+    P = patch_matrix(x_hat, k)
+    eta = lr if loss_reduction == "sum" else lr / P.shape[0]
+    lam, V = torch.linalg.eigh(P.T @ P)                         # σ² and right singular vectors
+    delta = identity_filter(k).flatten()
+    d = w0.detach().double().reshape(-1) - delta
+    return (delta + V @ ((1 - 2 * eta * lam) ** steps * (V.T @ d))).view(k, k)
+
+
+def cnn_heavy_ball(x_hat: torch.Tensor, kernel_size: int) -> tuple[float, float]:
+    """Polyak's heavy-ball step and momentum for the summed squared error ‖P(x̂) w − x̂‖² of a
+    one-layer CNN, from the extreme non-zero singular values of P(x̂): with L = 2σ²_max and
+    μ = 2σ²_min, lr = 4 / (√L + √μ)² and momentum = ((√L − √μ) / (√L + √μ))², rounded to 3
+    significant digits of lr and of 1 − momentum, both towards stability (the exact values sit
+    within μ/(L + μ) of its edge). The error then shrinks by about (√κ − 1)/(√κ + 1) per step,
+    κ = L/μ, against (κ − 1)/(κ + 1) for plain gradient descent at its best step 2/(L + μ).
+    Momentum keeps every update a combination of gradients, so the limit is still
+    :func:`cnn_limit`.
+
+    >>> cnn_heavy_ball(torch.ones(28, 28), 1)       # P is one column of norm 28: L = μ
+    (0.000637, 0.0)
+    """
+    import math
+
+    s = torch.linalg.svdvals(patch_matrix(x_hat, kernel_size))
+    s = s[s > RANK_RTOL * s[0]]
+    big, small = float(2 ** 0.5 * s[0]), float(2 ** 0.5 * s[-1])
+    lr = 4 / (big + small) ** 2
+    momentum = ((big - small) / (big + small)) ** 2
+
+    def floor3(v):                                   # round down to 3 significant digits
+        e = math.floor(math.log10(v)) - 2
+        return float(f"{math.floor(v / 10 ** e)}e{e}")
+
+    return floor3(lr), float(f"{1 - floor3(1 - momentum):.12g}")
+
+
+def cnn_test_error(w: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """‖f(x) − x‖ for each of ``inputs`` (N, 1, H, W), f the one-layer CNN with filter ``w``
+    ((k, k) or (1, 1, k, k)): ‖P(x)(w − δ)‖, computed as a convolution. Float64, shape (N,).
+
+    >>> x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    >>> cnn_test_error(identity_filter(5), x).tolist()
+    [0.0, 0.0]
+    """
+    import torch.nn.functional as F
+
+    k = w.shape[-1]
+    diff = (w.detach().double().reshape(k, k) - identity_filter(k))[None, None]   # (1, 1, k, k)
+    return F.conv2d(inputs.double(), diff, padding=k // 2).flatten(1).norm(dim=1)
+
+
+def cnn_error_bound(w0: torch.Tensor, x_hat: torch.Tensor, inputs: torch.Tensor,
+                    rtol: float = RANK_RTOL) -> torch.Tensor:
+    """‖P(x)‖₂ ‖Π_N(w₀ − δ)‖ for each of ``inputs`` (N, 1, H, W): a bound on the test error
+    ‖f(x) − x‖ = ‖P(x) Π_N(w₀ − δ)‖ of the limit :func:`cnn_limit` (zero, up to round-off, when
+    P(x̂) has full rank). Float64, shape (N,).
+
+    >>> x_hat = torch.zeros(28, 28); x_hat[0, 0] = 1
+    >>> x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    >>> bool((cnn_test_error(cnn_limit(torch.ones(3, 3), x_hat), x)
+    ...       <= cnn_error_bound(torch.ones(3, 3), x_hat, x)).all())
+    True
+    """
+    k = w0.shape[-1]
+    left = (cnn_limit(w0, x_hat, rtol) - identity_filter(k)).norm()            # ‖Π_N(w₀ − δ)‖
+    norms = [torch.linalg.matrix_norm(patch_matrix(x, k), ord=2) for x in inputs]
+    return torch.stack(norms) * left

@@ -164,3 +164,17 @@ def test_papermill_alone_fails_in_the_setup_cell_before_training(tmp_path):
     nb = nbformat.read(out, as_version=4)
     failed = [c for c in nb.cells if any(o.output_type == "error" for o in c.get("outputs", []))]
     assert len(failed) == 1 and "il.RunConfig(" in failed[0].source   # the setup cell, not training
+
+
+def test_shallow_cnn_with_small_networks_keeps_the_theory(tmp_path):
+    out = tmp_path / "shallow.ipynb"
+    params = {"kernel_sizes": [3, 29], "depths": [1, 2], "activations": ["relu"], "channels": 4,
+              "steps": 50}
+    ch.execute("shallow_cnn", out, params, progress=False)
+    text = outputs(out)
+    assert "full rank k² up to k = 3; first rank-deficient k = 29" in text
+    assert re.search(r"max \|w_trained - w∞\| = \S+; within 1e-6: True", text)   # the closed form
+    assert "2-layer relu: lowest correlation with the input" in text
+    assert "3-layer" not in text and "linear:" not in text
+    stored = outputs(ch.chapters()["shallow_cnn"])
+    assert "5-layer relu: lowest correlation with the input" in stored and stored != text

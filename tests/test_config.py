@@ -16,6 +16,7 @@ CHANGED = {
     "activation": "relu", "bias": True, "padding": "circular", "init": "he", "init_scale": 0.5,
     "optimizer": "adam", "lr": 0.02, "momentum": 0.9, "steps": 10, "loss_reduction": "sum",
     "tol": 1e-3, "train_index": 0, "n_train": 2, "batch_size": 4, "dtype": "float64", "seed": 1,
+    "precision": "bf16",
 }
 
 INVALID = [
@@ -26,6 +27,7 @@ INVALID = [
     ("init_scale", 0.0), ("momentum", 1.0), ("momentum", -0.1), ("tol", -1e-3),
     ("model", "rnn"), ("activation", "tanh"), ("padding", "same"), ("init", "kaiming"),
     ("optimizer", "rmsprop"), ("loss_reduction", "max"), ("dtype", "float16"), ("bias", 1),
+    ("precision", "float16"),
 ]
 
 
@@ -173,3 +175,11 @@ def test_scalar_parameters_are_not_sweeps():
     with pytest.raises(ConfigError, match="n_probes must be an integer >= 1"):
         validate_parameters({"n_probes": [1, 2]})
     assert validate_parameters({"rhos": 0.5}) == {"rhos": [0.5]}
+
+
+def test_section_parameters_follow_their_field_rules():
+    assert validate_parameters({"lr_60k": 1, "optimizer_60k": "adam"}) == {"lr_60k": 1.0, "optimizer_60k": "adam"}
+    with pytest.raises(ConfigError, match="optimizer_60k: optimizer must be one of"):
+        validate_parameters({"optimizer_60k": "rmsprop"})
+    with pytest.raises(ConfigError, match="epochs must be an integer >= 1"):
+        validate_parameters({"epochs": 0})

@@ -158,8 +158,10 @@ def test_evaluate_is_tidy_one_row_per_run_and_input():
     panel = data.test_panel()
     df = experiments.evaluate(runs, panel.images, name=panel.names, family=panel.families)
     assert len(df) == 4 * 13
-    assert set(df.columns) == {"label", "depth", "seed", "name", "family", *METRICS}
-    assert list(df.columns[-4:]) == list(METRICS)
+    assert set(df.columns) == {"label", "depth", "seed", "name", "family", *METRICS, "final_loss"}
+    assert list(df.columns[-5:]) == [*METRICS, "final_loss"]
+    finals = {r.config.label() + str(r.config.seed): r.final_loss for r in runs}
+    assert all(df.final_loss == [finals[lab + str(s)] for lab, s in zip(df.label, df.seed)])
     assert df.groupby(["depth", "seed"]).size().tolist() == [13] * 4
     assert df["name"].tolist() == list(panel.names) * 4
     assert df[list(METRICS)].notna().all().all()
@@ -214,3 +216,28 @@ def test_setup_require_wrong_version_says_how_to_fix(restore_threads):
     with pytest.raises(RuntimeError, match="pip install") as err:
         identlib.setup(require="9.9.9")
     assert "9.9.9" in str(err.value) and identlib.__version__ in str(err.value)
+
+
+# --- sweep: scores cached per config and per set of inputs ---------------------------------------
+
+def test_sweep_caches_scores_per_inputs(monkeypatch):
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    configs = experiments.grid(TINY, seed=[0, 1])
+    first = experiments.sweep(configs, x, name=["a", "b", "c"])
+    assert len(first) == 6 and list(first["seed"]) == [0, 0, 0, 1, 1, 1]
+    assert {"label", "name", "corr_identity", "corr_constant", "mse_identity", "mse_constant"} <= set(first)
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("must come from the cache"))
+    again = experiments.sweep(configs, x, name=["a", "b", "c"])
+    assert again.equals(first)
+    with pytest.raises(BaseException, match="must come from the cache"):   # other inputs: recomputed
+        experiments.sweep(configs, x.flip(0), name=["a", "b", "c"])
+
+
+def test_large_weights_are_not_stored_but_their_scores_are(monkeypatch):
+    monkeypatch.setattr(experiments, "MAX_STORED_MB", 0.0)
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    experiments.sweep([TINY], x)
+    folder = experiments.cache_dir() / TINY.digest()
+    assert not (folder / "result.pt").exists()
+    assert len(list(folder.glob("scores-*.pkl"))) == 1
+    assert json.loads((folder / "config.json").read_text()) == TINY.to_dict()

@@ -110,3 +110,33 @@ def test_leftover_rms_matches_the_init_gain_for_random_products():
         W = (torch.rand(784, 784, generator=g, dtype=torch.float64) * 2 - 1) * bound @ W
     assert leftover_rms(W, x_hat) == pytest.approx(init_gain("default") ** 3, rel=0.05)
     assert leftover_rms(torch.eye(784, dtype=torch.float64), x_hat) == pytest.approx(1.0)
+
+
+def test_remaining_error_follows_gradient_descent_direction_by_direction():
+    from identlib.theory import remaining_error
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.zeros(784, 3, dtype=torch.float64)
+    X[:3, :3] = torch.diag(torch.tensor([3.0, 1.0, 0.3], dtype=torch.float64))   # spans 3 pixels
+    R = torch.randn(784, 784, generator=g, dtype=torch.float64) / 28
+    W, eta, steps = R.clone(), 0.1, 20
+    for _ in range(steps):                      # gradient descent on the mean over images of ||Wx - x||^2 / 2
+        W -= eta * (W @ X - X) @ X.T / X.shape[1]
+    lam, left = remaining_error(W, R, X)
+    assert torch.allclose(lam[:3], torch.tensor([9.0, 1.0, 0.09], dtype=torch.float64) / 3)
+    assert torch.allclose(left[:3], (1 - eta * lam[:3]) ** steps, atol=1e-9)
+    assert torch.allclose(left[3:], torch.ones(781, dtype=torch.float64))   # unspanned: still R
+
+
+def test_input_jacobian_of_a_linear_network_is_its_matrix_and_iterate_applies_it():
+    from identlib.config import RunConfig
+    from identlib.models import build_model
+    from identlib.theory import end_to_end, input_jacobian, iterate
+
+    net = build_model(RunConfig(model="fcn", depth=2, width=32, dtype="float64"), torch.Generator().manual_seed(0))
+    x = torch.rand(1, 28, 28, dtype=torch.float64)
+    W = end_to_end(net)
+    assert torch.allclose(input_jacobian(net, x), W)
+    path = iterate(net, x, 2)
+    assert path.shape == (3, 1, 28, 28)
+    assert torch.allclose(path[2].double().flatten(), W @ W @ x.flatten(), atol=1e-5)

@@ -151,3 +151,12 @@ def test_progress_env_variable(capsys, monkeypatch):
     monkeypatch.setenv("IDENTLIB_PROGRESS", "0")
     train(linear(), x, x, steps=10, name="env-run")
     assert capsys.readouterr().err == ""
+
+
+def test_a_loss_that_explodes_without_nan_counts_as_diverged():
+    from identlib.train import TrainingDiverged, train
+
+    net = torch.nn.Linear(4, 4, bias=False)
+    x = torch.ones(1, 4)
+    with pytest.raises(TrainingDiverged, match="smaller lr"):
+        train(net, x, x, optimizer="gd", lr=2.0, steps=100, name="spike")   # error x(-3) a step
