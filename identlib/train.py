@@ -75,7 +75,8 @@ def _progress_enabled(progress) -> bool:
 def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, optimizer: str = "gd",
           lr: float = 0.01, steps: int = 1000, momentum: float = 0.0, loss_reduction: str = "mean",
           tol: float = 0.0, batch_size: int = 0, generator: torch.Generator | None = None,
-          precision: str = "float32", progress: bool | None = None, name: str = "run") -> TrainResult:
+          precision: str = "float32", progress: bool | None = None, name: str = "run",
+          callback=None) -> TrainResult:
     """Minimize the squared error between ``model(inputs)`` and ``targets``.
 
     ``loss_reduction`` "mean" is ``F.mse_loss``; "sum" sums the squared errors. ``batch_size`` 0
@@ -83,6 +84,8 @@ def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, opti
     Training stops after ``steps`` steps, or earlier once the loss is below ``tol`` (checked every
     few steps, so the host does not wait on every step). A NaN or infinite loss, or one above
     ``BLOWUP`` times the first, raises :class:`TrainingDiverged`. ``precision`` "bf16" runs the forward pass under :func:`autocast`.
+    ``callback(t, model)``, if given, is called after each step t = 1, 2, ... (for example to keep
+    snapshots of the weights); it must not change the model.
     """
     opt = make_optimizer(optimizer, model.parameters(), lr, momentum)
     n = len(inputs)
@@ -113,6 +116,8 @@ def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, opti
             opt.step()
             losses[step] = loss.detach()
             taken = step + 1
+            if callback is not None:
+                callback(taken, model)
             if taken % CHECK_EVERY == 0 or taken == steps:
                 recent = losses[max(0, taken - CHECK_EVERY):taken]
                 bad_steps = ~torch.isfinite(recent) | (recent > BLOWUP * losses[0])

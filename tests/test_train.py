@@ -160,3 +160,16 @@ def test_a_loss_that_explodes_without_nan_counts_as_diverged():
     x = torch.ones(1, 4)
     with pytest.raises(TrainingDiverged, match="smaller lr"):
         train(net, x, x, optimizer="gd", lr=2.0, steps=100, name="spike")   # error x(-3) a step
+
+
+def test_callback_sees_every_step_and_changes_nothing():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4)
+    a, b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    b.load_state_dict(a.state_dict())
+    seen = {}
+    train(a, x, x, optimizer="gd", lr=0.05, momentum=0.9, steps=7)
+    train(b, x, x, optimizer="gd", lr=0.05, momentum=0.9, steps=7,
+          callback=lambda t, m: seen.setdefault(t, m.weight.detach().clone()))
+    assert sorted(seen) == list(range(1, 8))
+    assert torch.equal(a.weight, b.weight) and torch.equal(seen[7], b.weight)
