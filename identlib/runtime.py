@@ -5,7 +5,7 @@ import os
 
 import torch
 
-__all__ = ["setup"]
+__all__ = ["setup", "workers"]
 
 
 def setup(threads: int | None = None, require: str | None = None) -> dict:
@@ -22,3 +22,9 @@ def setup(threads: int | None = None, require: str | None = None) -> dict:
     n = threads or int(os.environ.get("IDENTLIB_THREADS", "2"))
     torch.set_num_threads(n)
     return {"identlib": __version__, "torch": torch.__version__.split("+")[0], "threads": n}
+
+
+def workers() -> int:
+    """How many one-thread training processes :func:`identlib.run_all` may use
+    (``$IDENTLIB_WORKERS``, default ``$IDENTLIB_THREADS`` or 2). Results do not depend on it."""
+    return max(1, int(os.environ.get("IDENTLIB_WORKERS", os.environ.get("IDENTLIB_THREADS", "2"))))

@@ -241,3 +241,21 @@ def test_large_weights_are_not_stored_but_their_scores_are(monkeypatch):
     assert not (folder / "result.pt").exists()
     assert len(list(folder.glob("scores-*.pkl"))) == 1
     assert json.loads((folder / "config.json").read_text()) == TINY.to_dict()
+
+
+def test_run_all_in_worker_processes_matches_in_process_one_thread_training():
+    """Workers train with one thread each: the stored weights are what one-thread training in this
+    process gives (tests run with one thread), bit for bit, and a seed group stays a group."""
+    base = RunConfig(model="cnn", depth=3, channels=4, bias=True, init="default", optimizer="gd",
+                     momentum=0.9, lr=0.01, steps=30)
+    configs = [base.replace(seed=0), base.replace(seed=1), base.replace(depth=2)]
+    pooled = experiments.run_all(configs, workers=2)
+    assert all((experiments.cache_dir() / c.digest() / "result.pt").exists() for c in configs)
+    single = experiments.run(configs[2], cache=False)
+    group = experiments._train_group(configs[:2], progress=False)
+    for r, (result, _) in zip(pooled[:2], group):
+        for k, v in result["state_dict"].items():
+            assert torch.equal(r.model.state_dict()[k], v), k
+    for k, v in single.model.state_dict().items():
+        assert torch.equal(pooled[2].model.state_dict()[k], v), k
+    assert [r.config for r in pooled] == configs
