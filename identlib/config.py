@@ -211,6 +211,7 @@ RULES = {
 SECTION_SUFFIXES = ("_60k",)
 SWEEP_RULES = {
     "rhos": _unit,
+    "channel_counts": _positive_int,
 }
 
 
@@ -239,7 +240,18 @@ def validate_parameters(params: dict) -> dict:
                 _check(field, value, FIELDS[field].type)
             except ConfigError as err:
                 raise ConfigError(f"{name}: {err}") from None
+        elif "_" in name and name.split("_", 1)[1] in FIELDS.keys() | SWEEP_RULES.keys() | _plurals():
+            # a section's own setting, <section>_<field or sweep>: map_lrs, study_depths
+            inner = name.split("_", 1)[1]
+            try:
+                value = validate_parameters({inner: value})[inner]
+            except ConfigError as err:
+                raise ConfigError(f"{name}: {err}") from None
         else:
             raise ConfigError(f"no validation rule for parameter {name!r}")
         out[name] = value
     return out
+
+
+def _plurals() -> set:
+    return {f + "s" for f in FIELDS}

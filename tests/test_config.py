@@ -183,3 +183,18 @@ def test_section_parameters_follow_their_field_rules():
         validate_parameters({"optimizer_60k": "rmsprop"})
     with pytest.raises(ConfigError, match="epochs must be an integer >= 1"):
         validate_parameters({"epochs": 0})
+
+
+def test_section_parameters_are_validated_as_their_field_or_sweep():
+    out = validate_parameters({"map_lrs": [0.01, 1], "study_depths": "5, 20", "map_channels": 8,
+                               "channel_counts": [4, 8], "map_init_scales": [0.5]})
+    assert out == {"map_lrs": [0.01, 1.0], "study_depths": [5, 20], "map_channels": 8,
+                   "channel_counts": [4, 8], "map_init_scales": [0.5]}
+    with pytest.raises(ConfigError, match="map_lrs: lrs: lr"):
+        validate_parameters({"map_lrs": [0.01, -1]})
+    with pytest.raises(ConfigError, match="map_optimizers"):
+        validate_parameters({"map_optimizers": ["gd", "rmsprop"]})
+    with pytest.raises(ConfigError, match="channel_counts"):
+        validate_parameters({"channel_counts": [4, 0]})
+    with pytest.raises(ConfigError, match="no validation rule"):
+        validate_parameters({"map_colour": 3})
