@@ -300,17 +300,25 @@ def _inputs_key(inputs: torch.Tensor, x_hat, columns: dict) -> str:
 
 
 def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, fields=None,
-          progress: bool | None = None, workers: int = 0, **columns) -> "pd.DataFrame":
+          progress: bool | None = None, workers: int = 0, diverged: str = "raise",
+          **columns) -> "pd.DataFrame":
     """Train (or load) every config and score it on ``inputs``: the tidy table of
     :func:`evaluate`, with each run's scores cached beside its result, keyed by the content of the
     inputs. A cached sweep needs neither training nor the stored weights. ``workers`` as in
     :func:`run_all`.
+
+    ``diverged="report"`` turns a run whose training diverges into rows with missing scores and
+    ``diverged`` True (the outcome is cached too) instead of raising :class:`TrainingDiverged`:
+    for maps of settings where divergence is one of the outcomes.
     """
+    if diverged not in ("raise", "report"):
+        raise ValueError(f'diverged must be "raise" or "report" (got {diverged!r})')
     import pandas as pd
 
     configs = list(configs)
     key = _inputs_key(inputs, x_hat, columns)
-    _train_together([c for c in configs if not (cache_dir() / c.digest() / f"scores-{key}.pkl").exists()],
+    _train_together([c for c in configs if not (cache_dir() / c.digest() / f"scores-{key}.pkl").exists()
+                     and not (diverged == "report" and (cache_dir() / c.digest() / "diverged.txt").exists())],
                     progress=progress, workers=workers)
     frames = []
     for c in configs:
@@ -319,14 +327,38 @@ def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, f
         if path.exists():
             frames.append(pd.read_pickle(path))
             continue
-        df = _score_frame(run(c, progress=progress), inputs, x_hat, columns)
+        marker = folder / "diverged.txt"
+        if diverged == "report" and marker.exists():
+            frames.append(_diverged_frame(len(inputs), columns))
+            continue
+        try:
+            df = _score_frame(run(c, progress=progress), inputs, x_hat, columns)
+        except TrainingDiverged as err:
+            if diverged == "raise":
+                raise
+            folder.mkdir(parents=True, exist_ok=True)
+            _atomic_write(marker, lambda f: f.write(str(err).encode()))
+            frames.append(_diverged_frame(len(inputs), columns))
+            continue
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "config.json").exists():
             _atomic_write(folder / "config.json",
                           lambda f: f.write(json.dumps(c.to_dict(), indent=1, sort_keys=True).encode()))
         _atomic_write(path, lambda f: df.to_pickle(f))
         frames.append(df)
+    if diverged == "report":
+        frames = [f if "diverged" in f else f.assign(diverged=False) for f in frames]
     return _with_fields(configs, frames, fields)
+
+
+def _diverged_frame(n: int, columns: dict) -> "pd.DataFrame":
+    import pandas as pd
+
+    df = pd.DataFrame({k: list(v) for k, v in columns.items()}, index=range(n))
+    for m in ("corr_identity", "corr_constant", "mse_identity", "mse_constant", "final_loss"):
+        df[m] = np.nan
+    df["diverged"] = True
+    return df
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -259,3 +259,18 @@ def test_run_all_in_worker_processes_matches_in_process_one_thread_training():
     for k, v in single.model.state_dict().items():
         assert torch.equal(pooled[2].model.state_dict()[k], v), k
     assert [r.config for r in pooled] == configs
+
+
+def test_sweep_reports_a_diverged_run_and_caches_the_outcome(monkeypatch):
+    x = data.training_image(15)[None]
+    good = RunConfig(model="fcn", depth=1, optimizer="gd", lr=0.01, steps=5)
+    bad = good.replace(loss_reduction="sum", lr=10.0, steps=200)
+    with pytest.raises(identlib.TrainingDiverged):
+        experiments.sweep([bad], x)
+    table = experiments.sweep([good, bad], x, diverged="report")
+    assert table.diverged.tolist() == [False, True]
+    assert table.corr_identity.isna().tolist() == [False, True]
+    assert (experiments.cache_dir() / bad.digest() / "diverged.txt").read_text().startswith(bad.label())
+    monkeypatch.setattr(experiments, "_train", lambda *a, **k: pytest.fail("retrained"))
+    again = experiments.sweep([good, bad], x, diverged="report")
+    assert again.diverged.tolist() == [False, True]
