@@ -202,7 +202,13 @@ def _positive_int(name, v):
 
 
 # Rules for chapter parameters that are not config fields: scalars, and sweep axes (per element).
+def _count(name, v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ConfigError(f"{name} must be an integer >= 0, 0 to skip (got {v!r})")
+
+
 RULES = {
+    "wide_channels": _count,
     "n_probes": _positive_int,
     "n_test": _positive_int,
     "epochs": _positive_int,

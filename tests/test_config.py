@@ -198,3 +198,9 @@ def test_section_parameters_are_validated_as_their_field_or_sweep():
         validate_parameters({"channel_counts": [4, 0]})
     with pytest.raises(ConfigError, match="no validation rule"):
         validate_parameters({"map_colour": 3})
+
+
+def test_wide_channels_may_be_zero_to_skip():
+    assert validate_parameters({"wide_channels": 0}) == {"wide_channels": 0}
+    with pytest.raises(ConfigError, match="wide_channels must be an integer >= 0"):
+        validate_parameters({"wide_channels": -1})
