@@ -3,8 +3,10 @@
 #   make test   unit tests and doctests, nbval on every chapter, chapters re-run with other
 #               parameters, and the HTML build with warnings as errors
 #   make bench  training speed: identlib's engine against the plain PyTorch loop and the machine's
-#               peak (bench/out/; book/runtime.md quotes it); bench-chapters: each chapter's run
-#               time, cold and warm cache; bench-verdicts: float32 vs bf16 after full training
+#               peak; bench-trained: time to a trained deep CNN; bench-chapters: each chapter's run
+#               time, cold and warm cache, and the book's total; bench-verdicts: float32 vs bf16
+#               after full training. Each writes bench/out/, then bench/report.py rewrites its
+#               section of book/runtime.md (and book/figures/bench.png)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,7 +17,7 @@ export IDENTLIB_CACHE_DIR ?= $(CURDIR)/.cache/identlib
 export IDENTLIB_PROGRESS ?= 0
 export PYTHONHASHSEED := 0
 
-.PHONY: book test env chapters html unit clean bench bench-chapters bench-verdicts
+.PHONY: book test env chapters html unit clean bench bench-trained bench-chapters bench-verdicts runtime-page
 
 book: chapters html
 
@@ -43,12 +45,22 @@ unit: env
 
 bench: env
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/report.py
+
+bench-trained: env
+	$(BIN)/python bench/trained.py
+	$(BIN)/python bench/report.py
 
 bench-chapters: env
 	$(BIN)/python bench/chapters.py
+	$(BIN)/python bench/report.py
 
 bench-verdicts: env
 	$(BIN)/python bench/verdicts.py
+	$(BIN)/python bench/report.py
+
+runtime-page: env
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf _build
