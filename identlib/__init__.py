@@ -7,6 +7,7 @@ Modules, one concern each: :mod:`~identlib.data` (datasets, the training image, 
 :mod:`~identlib.models`, :mod:`~identlib.train`, :mod:`~identlib.metrics`,
 :mod:`~identlib.theory`, :mod:`~identlib.config` (run configs), :mod:`~identlib.experiments`
 (cache and sweeps), :mod:`~identlib.engine` (seeds trained together as one grouped network),
+:mod:`~identlib.layers` (inside a CNN, layer by layer),
 :mod:`~identlib.plot`, :mod:`~identlib.chapters` (parameters and the command line's notebook
 runner).
 """
@@ -15,7 +16,7 @@ __version__ = "0.1.0"
 from .config import ConfigError, RunConfig, check_sweep, validate_parameters
 from .data import DataError, Panel, first_index, load, patterns, probes, test_images, test_panel, training_image
 from .experiments import Run, cache_dir, evaluate, grid, predict, run, run_all, sweep
-from . import engine, plot
+from . import engine, layers, plot
 from .metrics import pearson, scores, summarize, verdict
 from .models import CNN, FCN, build_model, n_weights
 from .runtime import setup
@@ -26,6 +27,6 @@ __all__ = [
     "__version__", "ConfigError", "RunConfig", "check_sweep", "validate_parameters", "DataError",
     "Panel", "first_index", "load", "patterns", "probes", "test_images", "test_panel",
     "training_image", "Run", "cache_dir", "evaluate", "grid", "predict", "run", "run_all", "sweep",
-    "pearson", "scores", "summarize", "verdict", "plot", "engine", "CNN", "FCN", "build_model", "n_weights", "setup", "linear_fcn_limit",
+    "pearson", "scores", "summarize", "verdict", "plot", "engine", "layers", "CNN", "FCN", "build_model", "n_weights", "setup", "linear_fcn_limit",
     "projectors", "end_to_end", "init_gain", "leftover_rms", "input_jacobian", "iterate", "TrainingDiverged", "TrainResult", "train",
 ]

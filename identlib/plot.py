@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.lines import Line2D
 
-__all__ = ["prediction_grid", "show_images", "score_curves", "heatmap", "score_notes"]
+__all__ = ["prediction_grid", "show_images", "score_curves", "heatmap", "score_notes", "layer_grid"]
 
 
 def _img(x) -> np.ndarray:
@@ -132,3 +132,45 @@ def score_notes(df, row: str = "label", fmt: str = "i{:.2f} c{:.2f}") -> dict:
     :func:`prediction_grid`'s ``notes``, from a tidy table in panel order."""
     return {key: [fmt.format(a, b) for a, b in zip(g["corr_identity"], g["corr_constant"])]
             for key, g in df.groupby(row, sort=False)}
+
+
+def layer_grid(inputs, maps, *, names=None, title: str | None = None, fig=None, cell: float = 0.3,
+               cmap: str = "viridis", rows: int | None = None):
+    """One network's layer maps: the inputs on top (grey), then one row per layer (``maps`` is
+    (L, N, 28, 28), hidden layers in ``cmap``, each map min–max normalized on its own), the last
+    row, the output, in grey on [0, 1]. ``rows`` pads the grid to that many layer rows (to align
+    networks of different depths side by side); ``fig`` may be a subfigure. Returns the axes."""
+    n_layers, n_cols = maps.shape[0], maps.shape[1]
+    n_rows = 1 + (rows or n_layers)
+    if fig is None:
+        fig = plt.figure(figsize=(0.5 + cell * n_cols, 0.4 + cell * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw=dict(wspace=0.05, hspace=0.05))
+    for r in range(n_rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if r == 0:
+                ax.imshow(_img(inputs[c]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                if names is not None:
+                    ax.set_title(names[c], fontsize=6, rotation=45, ha="left", va="bottom")
+            elif r == n_layers:
+                ax.imshow(np.clip(_img(maps[r - 1, c]), 0, 1), cmap="gray", vmin=0, vmax=1,
+                          interpolation="nearest")
+            elif r < n_layers:
+                m = _img(maps[r - 1, c])
+                span = m.max() - m.min()
+                ax.imshow((m - m.min()) / span if span > 0 else np.zeros_like(m), cmap=cmap,
+                          vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.set_visible(False)
+        if r == 0:
+            axes[r, 0].set_ylabel("input", fontsize=6, rotation=0, ha="right", va="center")
+        elif r <= n_layers:
+            axes[r, 0].set_ylabel("output" if r == n_layers else str(r), fontsize=6, rotation=0,
+                                  ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=8)
+    return axes
