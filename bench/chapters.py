@@ -3,6 +3,7 @@
 
     make bench-chapters                            # every chapter in _toc.yml, in its order
     python bench/chapters.py linear_fcn intro      # some chapters
+    python bench/chapters.py --cache .cache/identlib   # keep the trained networks (an empty folder)
 
 Executes the chapters as ``make book`` does, in the order of _toc.yml and with one shared results
 cache that starts empty (a chapter that needs a network an earlier one trained loads it), each with
@@ -79,6 +80,8 @@ def report(results: dict, meta: dict) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("chapter", nargs="*", help="chapters to time (default: every chapter in _toc.yml)")
+    ap.add_argument("--cache", type=Path, help="results cache to fill and keep, for a later `make book` "
+                    "(must hold no results yet, or the cold times are not cold); default: a temporary folder")
     args = ap.parse_args(argv)
     names = args.chapter or toc_chapters()
     import bench                                    # bench/bench.py, beside this script
@@ -86,8 +89,13 @@ def main(argv=None) -> None:
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "threads": int(os.environ.get("IDENTLIB_THREADS", "2")),
             "cpu": bench._cpu(), "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
             "chapters": names, "complete": sorted(names) == sorted(toc_chapters())}
-    with tempfile.TemporaryDirectory(prefix="identlib-bench-") as tmp:
-        results = time_chapters(names, Path(tmp))
+    if args.cache is not None:
+        if networks(args.cache.resolve()):
+            ap.error(f"{args.cache} already holds trained networks: the cold pass would not be cold")
+        results = time_chapters(names, args.cache.resolve())
+    else:
+        with tempfile.TemporaryDirectory(prefix="identlib-bench-") as tmp:
+            results = time_chapters(names, Path(tmp))
     meta["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     text = report(results, meta)
     OUT.mkdir(exist_ok=True)

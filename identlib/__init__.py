@@ -6,7 +6,7 @@ their input to itself and ask which function they learn: the identity or the con
 Modules, one concern each: :mod:`~identlib.data` (datasets, the training image, test inputs),
 :mod:`~identlib.models`, :mod:`~identlib.train`, :mod:`~identlib.metrics`,
 :mod:`~identlib.theory`, :mod:`~identlib.config` (run configs), :mod:`~identlib.experiments`
-(cache and sweeps), :mod:`~identlib.engine` (seeds trained together as one grouped network),
+(cache and sweeps), :mod:`~identlib.engine` (seeds trained together as one grouped network, for benchmarks),
 :mod:`~identlib.layers` (inside a CNN, layer by layer),
 :mod:`~identlib.plot`, :mod:`~identlib.chapters` (parameters and the command line's notebook
 runner).

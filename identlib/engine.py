@@ -9,7 +9,10 @@ so each member's update is its own too. Member g's trained weights, loss history
 are what training it alone gives, up to float rounding (``tests/test_engine.py`` checks this);
 where training is chaotic (a ReLU switched off by a rounding difference), the two can part.
 Grouping pays for small networks, whose steps are mostly per-operation overhead; for 128-channel
-CNNs it is about even (book/runtime.md).
+CNNs it is about even (book/runtime.md). Because of that rounding, the results cache never holds a
+grouped member (:mod:`identlib.experiments` trains each cached network alone, on one thread): the
+benchmarks use this module directly, and so can an experiment that does not need bit-identical
+reruns.
 
 A member that reaches ``tol`` stops where a lone run would stop: its weights are copied out at that
 step, and the group trains on until every member has stopped.
@@ -173,8 +176,8 @@ def fit_group(members, inputs: torch.Tensor, targets: torch.Tensor, *, generator
     alone, with the same arguments; member g draws its minibatches from ``generators[g]``.
 
     Returns, per member, its :class:`~identlib.train.TrainResult` and trained state dict. If a
-    member diverges (by the rule of ``train``), :class:`~identlib.train.TrainingDiverged` is raised;
-    :func:`identlib.run_all` then trains the members one by one, so the error names the run.
+    member diverges (by the rule of ``train``), :class:`~identlib.train.TrainingDiverged` is raised,
+    naming the group; train the members alone to find which one.
     """
     group = stack(members)
     G, n = group.G, len(inputs)

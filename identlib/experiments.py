@@ -10,17 +10,23 @@ folder per digest holding ``config.json`` and ``result.pt``. A result is written
 folder and renamed into place in one step, so an interrupted run never leaves a half-written
 result behind.
 
-:func:`run_all` and :func:`sweep` train the uncached configs that differ only in ``seed`` together,
-as one grouped network (:mod:`identlib.engine`), and store each member as :func:`run` would.
-With ``workers=n`` they train in ``n`` worker processes of one thread each instead: on a small CPU
-two one-thread processes train about twice as fast as one process with two threads (small
-convolutions do not split well over threads, and threads that wait on each other stall badly when
-the machine is busy). One-thread arithmetic is the same whatever ``n``, so results do not depend
-on the number of workers; they can differ in the last bits from in-process training with several
-threads, which is why a chapter trains every network the same way.
+:func:`run_all` and :func:`sweep` can train their uncached configs in ``workers`` processes of one
+thread each, the costliest first: on a small CPU two one-thread processes train about twice as
+fast as one process with two threads (small convolutions do not split well over threads, and
+threads that wait on each other stall badly when the machine is busy).
+
+Every network that goes into the cache is trained **alone and on one thread** (:func:`one_thread`),
+in this process or in a worker. Two threads round differently from one, and so does training
+several seeds as one grouped network (:mod:`identlib.engine`; bit for bit at some sizes but not at
+all of them), and a deep CNN amplifies such differences into other printed numbers. Trained this way, a
+cached network is a function of its config alone: it does not depend on which chapter, sweep or
+worker count trained it first, nor on ``$IDENTLIB_THREADS`` (the threads of everything else, such
+as evaluation). The grouped engine stays available for benchmarks and for experiments that do not
+need that guarantee (:func:`identlib.engine.fit_group`).
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -41,7 +47,7 @@ from .models import build_model
 from .train import TrainingDiverged, train
 
 __all__ = ["Run", "cache_dir", "run", "run_all", "grid", "predict", "evaluate", "sweep",
-           "training_set"]
+           "training_set", "one_thread"]
 
 # Trained weights larger than this are not stored (a width-4096 FCN of depth 8 is 500 MB); their
 # scores still are, by :func:`sweep`.
@@ -66,6 +72,28 @@ def cache_dir() -> Path:
     return root / "results"
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Run the block on one torch thread, then restore the thread count.
+
+    Every network stored in the cache is trained inside it, so its weights do not depend on the
+    thread count of the process that trained it (see the module docstring).
+
+    >>> n = torch.get_num_threads()
+    >>> with one_thread():
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == n
+    True
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def training_set(config: RunConfig) -> torch.Tensor:
     """The training inputs (= targets) of a config: x̂ alone, or the first n MNIST training images."""
     if config.n_train == 1:
@@ -83,10 +111,11 @@ def _train(config: RunConfig, progress) -> tuple[dict, dict]:
     model = build_model(config, gen)
     init_state = {k: v.clone() for k, v in model.state_dict().items()}
     x = training_set(config)
-    out = train(model, x, x, optimizer=config.optimizer, lr=config.lr, steps=config.steps,
-                momentum=config.momentum, loss_reduction=config.loss_reduction, tol=config.tol,
-                batch_size=config.batch_size, generator=gen, precision=config.precision,
-                progress=progress, name=config.label())
+    with one_thread():
+        out = train(model, x, x, optimizer=config.optimizer, lr=config.lr, steps=config.steps,
+                    momentum=config.momentum, loss_reduction=config.loss_reduction, tol=config.tol,
+                    batch_size=config.batch_size, generator=gen, precision=config.precision,
+                    progress=progress, name=config.label())
     result = {"state_dict": model.state_dict(), "loss": torch.from_numpy(out.loss),
               "converged": out.converged}
     return result, init_state
@@ -100,10 +129,11 @@ def _train_group(configs: list[RunConfig], progress) -> list[tuple[dict, dict]]:
     models = [build_model(m, g) for m, g in zip(configs, gens)]     # each drawn as _train draws it
     init_states = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
     x = training_set(c)
-    trained = engine.fit_group(models, x, x, generators=gens, optimizer=c.optimizer, lr=c.lr,
-                               steps=c.steps, momentum=c.momentum, loss_reduction=c.loss_reduction,
-                               tol=c.tol, batch_size=c.batch_size, precision=c.precision,
-                               progress=progress, name=c.label())
+    with one_thread():
+        trained = engine.fit_group(models, x, x, generators=gens, optimizer=c.optimizer, lr=c.lr,
+                                   steps=c.steps, momentum=c.momentum, loss_reduction=c.loss_reduction,
+                                   tol=c.tol, batch_size=c.batch_size, precision=c.precision,
+                                   progress=progress, name=c.label())
     return [({"state_dict": state, "loss": torch.from_numpy(out.loss), "converged": out.converged}, init)
             for (out, state), init in zip(trained, init_states)]
 
@@ -120,41 +150,34 @@ def _stored_mb(config: RunConfig) -> float:
     return n * (8 if c.dtype == "float64" else 4) / 2**20
 
 
-def _train_together(configs, keep_init: bool = False, progress: bool | None = None,
-                    workers: int = 0) -> None:
-    """Train the uncached configs that differ only in ``seed`` as grouped networks and store each
-    member as :func:`run` would; :func:`run` then loads them. Configs whose weights are too large to
-    store are left to :func:`run`, and so is a group in which a member diverges (run reports it).
-    With ``workers`` >= 1, every group (single configs too) is trained in a pool of that many
-    one-thread processes, the costliest first."""
+def _train_in_workers(configs, keep_init: bool = False, workers: int = 0) -> None:
+    """Train the uncached configs in a pool of ``workers`` one-thread processes, the costliest
+    first, and store each as :func:`run` would; :func:`run` then loads them. Nothing to do without
+    workers (:func:`run` trains each config itself, alike), nor for configs whose weights are too
+    large to store. A config that diverges is left to :func:`run`, which retrains and reports it."""
+    if workers < 1:
+        return
     todo = [c for c in dict.fromkeys(configs)
             if not (cache_dir() / c.digest() / "result.pt").exists() and _stored_mb(c) <= MAX_STORED_MB]
-    groups = engine.seed_groups(todo)
-    if workers >= 1 and groups:
-        groups.sort(key=lambda g: -len(g) * _step_cost(g[0]))
-        ctx = multiprocessing.get_context("spawn")
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(min(workers, len(groups)), mp_context=ctx,
-                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            for done in [pool.submit(_train_and_store, g, keep_init) for g in groups]:
-                done.result()
+    if not todo:
         return
-    for members in groups:
-        if len(members) < 2:
-            continue
-        _train_and_store(members, keep_init, progress)
+    todo.sort(key=lambda c: -_step_cost(c))
+    ctx = multiprocessing.get_context("spawn")
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        for done in [pool.submit(_train_and_store, c, keep_init) for c in todo]:
+            done.result()
 
 
-def _train_and_store(members: list[RunConfig], keep_init: bool, progress=False) -> None:
-    """Train one seed group (or one config) and store each member; a divergence is left to
-    :func:`run`, which retrains the config and reports it."""
+def _train_and_store(config: RunConfig, keep_init: bool) -> None:
+    """Train one config (in a worker) and store it; a divergence is left to :func:`run`."""
     try:
-        trained = _train_group(members, progress) if len(members) > 1 else [_train(members[0], progress)]
+        result, init_state = _train(config, False)
     except TrainingDiverged:
         return
-    for c, (result, init_state) in zip(members, trained):
-        _store(cache_dir() / c.digest(), c, result, init_state if keep_init else None)
+    _store(cache_dir() / config.digest(), config, result, init_state if keep_init else None)
 
 
 def _step_cost(c: RunConfig) -> float:
@@ -227,12 +250,17 @@ def grid(base: RunConfig, **axes) -> list[RunConfig]:
 
 def run_all(configs, *, cache: bool = True, keep_init: bool = False,
             progress: bool | None = None, workers: int = 0) -> list[Run]:
-    """``run`` over a sweep, in order (each one cached). Uncached configs that differ only in
-    ``seed`` are trained together first (:func:`_train_together`); with ``workers`` >= 1, in
-    that many one-thread processes."""
+    """``run`` over a sweep, in order (each one cached): ``run_all(cs)[i]`` is ``run(cs[i])``, bit
+    for bit. With ``workers`` >= 1 the uncached configs are first trained in that many one-thread
+    processes (:func:`_train_in_workers`).
+
+    >>> runs = run_all(grid(RunConfig(depth=1, steps=5), seed=[0, 1]))
+    >>> [r.config.seed for r in runs], len(runs[1].loss)
+    ([0, 1], 5)
+    """
     configs = list(configs)
     if cache:
-        _train_together(configs, keep_init, progress, workers)
+        _train_in_workers(configs, keep_init, workers)
     return [run(c, cache=cache, keep_init=keep_init, progress=progress) for c in configs]
 
 
@@ -317,9 +345,9 @@ def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, f
 
     configs = list(configs)
     key = _inputs_key(inputs, x_hat, columns)
-    _train_together([c for c in configs if not (cache_dir() / c.digest() / f"scores-{key}.pkl").exists()
-                     and not (diverged == "report" and (cache_dir() / c.digest() / "diverged.txt").exists())],
-                    progress=progress, workers=workers)
+    _train_in_workers([c for c in configs if not (cache_dir() / c.digest() / f"scores-{key}.pkl").exists()
+                       and not (diverged == "report" and (cache_dir() / c.digest() / "diverged.txt").exists())],
+                      workers=workers)
     frames = []
     for c in configs:
         folder = cache_dir() / c.digest()

@@ -229,10 +229,11 @@ def training_maps(config: RunConfig, at, images: torch.Tensor, summary: str = "p
             recorded[t] = layer_maps(net, images, summary)
 
     record(0, model)
-    out = train(model, x, x, optimizer=config.optimizer, lr=config.lr, steps=max(at[-1], 1),
-                momentum=config.momentum, loss_reduction=config.loss_reduction, tol=0.0,
-                batch_size=config.batch_size, generator=gen, precision=config.precision,
-                name=config.label(), callback=record)
+    with experiments.one_thread():                           # as every cached network is trained
+        out = train(model, x, x, optimizer=config.optimizer, lr=config.lr, steps=max(at[-1], 1),
+                    momentum=config.momentum, loss_reduction=config.loss_reduction, tol=0.0,
+                    batch_size=config.batch_size, generator=gen, precision=config.precision,
+                    name=config.label(), callback=record)
     result_dir = experiments.cache_dir() / config.digest()
     if at[-1] == config.steps and config.tol == 0 and not (result_dir / "result.pt").exists():
         experiments._store(result_dir, config, {"state_dict": model.state_dict(),

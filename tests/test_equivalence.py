@@ -182,9 +182,10 @@ def test_every_module_that_shapes_a_cached_result_is_in_the_digest():
     assert _package_imports("experiments.py") <= set(config.RESULT_MODULES)
 
 
-def test_grouping_does_not_change_the_cache_key():
-    """A member trained in a group is stored under its lone run's digest (tests/test_engine.py checks
-    that it is that run); precision, which does change the result, is a field."""
+def test_how_a_network_is_trained_is_not_in_the_cache_key():
+    """Every cached network is trained alone on one thread (tests/test_experiments.py checks that the
+    process's thread count and the worker count change nothing), so neither is in the key;
+    precision, which does change the result, is a field."""
     c = TINY.replace(seed=1)
     assert copy.deepcopy(c).digest() == c.digest()
     assert c.replace(precision="bf16").digest() != c.digest()

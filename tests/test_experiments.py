@@ -243,22 +243,38 @@ def test_large_weights_are_not_stored_but_their_scores_are(monkeypatch):
     assert json.loads((folder / "config.json").read_text()) == TINY.to_dict()
 
 
-def test_run_all_in_worker_processes_matches_in_process_one_thread_training():
-    """Workers train with one thread each: the stored weights are what one-thread training in this
-    process gives (tests run with one thread), bit for bit, and a seed group stays a group."""
+def test_run_all_in_worker_processes_matches_in_process_training(restore_threads):
+    """Workers train with one thread each, as this process does: the stored weights are what
+    run() gives here, bit for bit, even while this process uses two threads."""
     base = RunConfig(model="cnn", depth=3, channels=4, bias=True, init="default", optimizer="gd",
                      momentum=0.9, lr=0.01, steps=30)
     configs = [base.replace(seed=0), base.replace(seed=1), base.replace(depth=2)]
     pooled = experiments.run_all(configs, workers=2)
     assert all((experiments.cache_dir() / c.digest() / "result.pt").exists() for c in configs)
-    single = experiments.run(configs[2], cache=False)
-    group = experiments._train_group(configs[:2], progress=False)
-    for r, (result, _) in zip(pooled[:2], group):
-        for k, v in result["state_dict"].items():
+    torch.set_num_threads(2)
+    for r, c in zip(pooled, configs):
+        single = experiments.run(c, cache=False)
+        for k, v in single.model.state_dict().items():
             assert torch.equal(r.model.state_dict()[k], v), k
-    for k, v in single.model.state_dict().items():
-        assert torch.equal(pooled[2].model.state_dict()[k], v), k
     assert [r.config for r in pooled] == configs
+
+
+@pytest.mark.parametrize("model", ["cnn", "fcn"])
+def test_a_trained_network_does_not_depend_on_the_process_thread_count(restore_threads, model):
+    """Cached networks are trained on one thread whatever the process uses (two threads round
+    differently, and a chapter's cold and warm runs must print the same numbers)."""
+    base = (RunConfig(model="cnn", depth=6, channels=16, bias=True, init="default", optimizer="gd",
+                      momentum=0.9, lr=0.01, steps=40) if model == "cnn" else
+            RunConfig(model="fcn", depth=3, width=784, activation="relu", optimizer="gd", lr=0.01, steps=40))
+    torch.set_num_threads(2)
+    two = experiments.run(base, cache=False)
+    assert torch.get_num_threads() == 2                     # restored after training
+    torch.set_num_threads(1)
+    one = experiments.run(base, cache=False)
+    swept = experiments.run_all([base, base.replace(seed=1)])[0]
+    for k, v in one.model.state_dict().items():
+        assert torch.equal(two.model.state_dict()[k], v), k
+        assert torch.equal(swept.model.state_dict()[k], v), k
 
 
 def test_sweep_reports_a_diverged_run_and_caches_the_outcome(monkeypatch):
