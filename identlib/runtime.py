@@ -9,8 +9,10 @@ __all__ = ["setup", "workers"]
 
 
 def setup(threads: int | None = None, require: str | None = None) -> dict:
-    """Fix torch's thread count (``$IDENTLIB_THREADS``, default 2: the book's reference machine)
-    and, with ``require``, check that the installed identlib is that version.
+    """Fix torch's thread count for evaluation and plotting (``$IDENTLIB_THREADS``, default 2: the
+    book's reference machine) and, with ``require``, check that the installed identlib is that
+    version. Training always runs on one thread (:func:`identlib.experiments.one_thread`), so the
+    trained networks do not depend on this setting.
 
     Returns what was set, for the chapter's setup cell to print.
     """
@@ -21,7 +23,8 @@ def setup(threads: int | None = None, require: str | None = None) -> dict:
                            "installed: run `pip install -e .` in the book's folder")
     n = threads or int(os.environ.get("IDENTLIB_THREADS", "2"))
     torch.set_num_threads(n)
-    return {"identlib": __version__, "torch": torch.__version__.split("+")[0], "threads": n}
+    return {"identlib": __version__, "torch": torch.__version__.split("+")[0], "threads": n,
+            "training_threads": 1}
 
 
 def workers() -> int:

@@ -198,7 +198,7 @@ def test_setup_sets_threads(restore_threads):
     info = identlib.setup(threads=3)
     assert torch.get_num_threads() == 3
     assert info == {"identlib": identlib.__version__, "torch": torch.__version__.split("+")[0],
-                    "threads": 3}
+                    "threads": 3, "training_threads": 1}
 
 
 def test_setup_threads_default_from_environment(restore_threads, monkeypatch):
