@@ -17,7 +17,7 @@ export IDENTLIB_CACHE_DIR ?= $(CURDIR)/.cache/identlib
 export IDENTLIB_PROGRESS ?= 0
 export PYTHONHASHSEED := 0
 
-.PHONY: book test env chapters html unit clean bench bench-trained bench-chapters bench-verdicts runtime-page
+.PHONY: book test env chapters html unit clean bench bench-trained bench-workers bench-chapters bench-verdicts runtime-page
 
 book: chapters html
 
@@ -49,6 +49,10 @@ bench: env
 
 bench-trained: env
 	$(BIN)/python bench/trained.py
+	$(BIN)/python bench/report.py
+
+bench-workers: env
+	$(BIN)/python bench/workers.py
 	$(BIN)/python bench/report.py
 
 bench-chapters: env

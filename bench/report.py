@@ -25,7 +25,7 @@ FIGURE = HERE.parent / "book" / "figures" / "bench.png"
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (bench/bench.py: the table and the paper-scale estimate)
 
-GPU = ("No GPU was lent to the session that wrote this page: every number on it was measured on this "
+GPU = ("No GPU was lent to the sessions that wrote this page: every number on it was measured on a "
        "CPU, and the estimate has not been checked on a GPU.")
 
 
@@ -51,17 +51,26 @@ def bench_section(b: dict) -> str:
            "engine bf16": deep["engine bf16"]["gflops"] / peaks["bf16"]}
     far = [(r["case"], max(r["variants"][v]["max_corr_diff"] for v in bench.VARIANTS[1:])) for r in results]
     far = [(c, d) for c, d in far if d > 0.01]
+    bound = peaks["bf16"] / deep["plain"]["gflops"]          # fastest a bf16 step could be, vs plain
+    fp32_left = "little" if pct["plain"] >= 0.8 else "some"
     reading = [
-        f"On the paper's deep CNN (depth 20, 128 channels) the plain float32 loop already runs at "
-        f"{_pct(pct['plain'])} of the float32 `torch.mm` peak measured in the same run: oneDNN's convolutions "
-        f"are as efficient as a large matrix product, and there is nothing left to win per step in float32 "
-        f"(the engine: {speed['engine fp32']:.2f}×, {_pct(pct['engine fp32'])} of that peak). bfloat16 is the "
-        f"only per-step lever left: {speed['engine bf16']:.2f}× the plain loop, at {_pct(pct['engine bf16'])} "
-        f"of the bfloat16 peak, which is itself {peaks['bf16'] / peaks['float32']:.2f}× the float32 peak on "
-        f"this CPU. A step of this network can therefore be at most "
-        f"{peaks['bf16'] / deep['plain']['gflops']:.2f}× faster than the plain loop's here (the bfloat16 "
-        f"peak over the plain loop's {deep['plain']['gflops']:.0f} GFLOP/s), short of the issue's 2.5×; "
-        f"the time to a *trained* network (below) is where the remaining levers act.",
+        f"On the paper's deep CNN (depth 20, 128 channels) the plain float32 loop runs at "
+        f"{_pct(pct['plain'])} of the float32 `torch.mm` peak measured in the same run, so {fp32_left} is "
+        f"left to win per step in float32 (the engine: {speed['engine fp32']:.2f}×, {_pct(pct['engine fp32'])} "
+        f"of that peak). bfloat16 gives {speed['engine bf16']:.2f}× the plain loop, at "
+        f"{_pct(pct['engine bf16'])} of the bfloat16 peak, which is itself "
+        f"{peaks['bf16'] / peaks['float32']:.2f}× the float32 peak on this CPU. A bfloat16 step of this "
+        f"network could be at most {bound:.2f}× faster than the plain loop's here (the bfloat16 peak over the "
+        f"plain loop's {deep['plain']['gflops']:.0f} GFLOP/s), "
+        + (f"so the issue's 2.5× per step is out of reach on this CPU, and the time to a *trained* network "
+           f"(below) is where the remaining levers act." if bound < 2.5 else
+           f"and the measured {speed['engine bf16']:.2f}× "
+           + ("meets" if speed["engine bf16"] >= 2.5 else "falls short of")
+           + " the issue's 2.5× per step"
+           + (f". The step still uses only {_pct(pct['engine bf16'])} of the bfloat16 peak (the issue asks for "
+              f"60%); we have not profiled where the rest goes (the likely places are the parts of a step "
+              f"that do not run on the matrix units: ReLUs, bias additions, the optimizer, conversions "
+              f"to and from bfloat16, and convolutions too small to fill them)." if pct["engine bf16"] < 0.6 else ".")),
         "",
         "After the timed steps, every variant's networks score within 0.01 of the plain loop's (mean "
         "correlation to identity and to constant on the 13-image test panel)" +
@@ -108,30 +117,42 @@ def trained_section(t: dict) -> str:
     best_wall = max(v, key=lambda k: v[k]["speedup"])
     worst = max(v, key=lambda k: v[k]["max_corr_diff"])
     reached = max(v[best]["cpu_speedup"], v[best_wall]["speedup"]) >= 2.5
+    wide = trained.per_step_seconds(t["paper_per_step"]) if t.get("paper_per_step") else None
+    wide_reached = bool(wide) and wide["plain fp32"] / wide["engine bf16"] >= 2.5
     out = [
         f"The fastest way to {e2e['seeds']} trained {e2e['channels']}-channel networks was *{best}*: "
         f"{v[best]['cpu_speedup']:.2f}× the plain float32 loop in CPU time ({v[best]['cpu_seconds']:.0f} s "
         f"against {ref['cpu_seconds']:.0f} s) and {v[best]['speedup']:.2f}× in wall time"
         + (f" (in wall time *{best_wall}* was fastest, {v[best_wall]['speedup']:.2f}×)" if best_wall != best else "")
         + ". " + ("That meets" if reached else "That is short of")
-        + " the issue's target of 2.5× for deep-CNN training"
-        + ("." if reached else ", and no combination of the levers measured here reaches it on this CPU.")]
+        + f" the issue's target of 2.5× for deep-CNN training at {e2e['channels']} channels"
+        + ("." if reached or wide_reached else ", and no combination of the levers measured here reaches it on this CPU.")]
     steps = v.get("engine bf16, seeds grouped, tol", {}).get("steps")
     if steps:
         out.append(f"Stopping at `tol` saves little with this recipe: its loss is still falling after 4000 "
                    f"steps, and the runs reached {meta['tol']:g} after {', '.join(map(str, steps))} steps.")
     if t.get("paper_per_step"):
         p = trained.per_step_seconds(t["paper_per_step"])
-        out.append(f"At 128 channels, where a step is large enough for oneDNN to reach the peak, bfloat16 gives "
-                   f"{p['plain fp32'] / p['engine bf16']:.2f}× per step and 2 grouped seeds "
-                   f"{p['plain fp32'] / p['engine bf16, 2 seeds grouped']:.2f}×.")
+        bf = p['plain fp32'] / p['engine bf16']
+        out.append(f"At 128 channels, the paper's width, bfloat16 gives {bf:.2f}× per step and 2 grouped seeds "
+                   f"{p['plain fp32'] / p['engine bf16, 2 seeds grouped']:.2f}×"
+                   + (f": with the same 4000 steps a 128-channel network trains {bf:.2f}× as fast as with the "
+                      f"plain loop, which meets the issue's 2.5× at the paper's width, though not at the "
+                      f"book's 16 channels, where a step is too small for the matrix units to matter. (The "
+                      f"verdicts of a 128-channel bfloat16 network after full training are not checked by "
+                      f"this benchmark.)" if bf >= 2.5 else "."))
     small = t.get("per_step") or t.get("paper_per_step")
     if small:
         w = {k: x["wall"] for k, x in small.items()}
-        out.append(f"Two threads instead of one made a bf16 step {w['engine bf16'] / w['engine bf16, 2 threads']:.2f}× "
-                   f"as fast in wall time (load average {meta['load_start']} at the start): with other jobs "
-                   f"keeping both cores busy, two OpenMP threads wait for each other, which is why these "
-                   f"benchmarks run on one.")
+        ratio = w['engine bf16'] / w['engine bf16, 2 threads']
+        out.append(f"Two threads instead of one made a bf16 step {ratio:.2f}× as fast in wall time (load average "
+                   f"{meta['load_start']} at the start)"
+                   + (": a 16-channel convolution is too small to split over two threads, and two OpenMP "
+                      "threads stall whenever another job holds a core, which is why these benchmarks run "
+                      "on one." if ratio < 1 else
+                      ": the second core helps one process when nothing else needs it, but the chapters' two "
+                      "one-thread worker processes already keep both cores busy, and cached networks are "
+                      "trained on one thread (the rule above)."))
     if all(r["max_corr_diff"] <= 0.01 for r in v.values()):
         out.append(f"Every variant reached the plain loop's verdict: correlations to identity and to constant "
                    f"within 0.01 for every seed (largest difference {v[worst]['max_corr_diff']:.4f}, {worst}).")
@@ -204,7 +225,10 @@ def summary_section(b: dict | None, t: dict | None, c: dict | None, toc: list[st
                    f"{t['end_to_end']['seeds']} seeds): at best {v[best]['cpu_speedup']:.2f}× the plain loop "
                    f"({best}), correlations "
                    f"{'within' if v[best]['max_corr_diff'] <= 0.01 else 'not within'} 0.01 of its; 2.5× is {'reached' if v[best]['cpu_speedup'] >= 2.5 else 'not reached'} "
-                   f"on this CPU (run of {t['meta']['date']}).")
+                   f"at that width"
+                   + (f"; at 128 channels bfloat16 makes each of the 4000 steps "
+                      f"{_wide_speedup(t):.2f}× as fast" if t.get("paper_per_step") else "")
+                   + f" (run of {t['meta']['date']}).")
     if c and "meta" in c and all(n in c["chapters"] for n in toc):
         cold = sum(r["cold"] for r in c["chapters"].values())
         warm = sum(r["warm"] for r in c["chapters"].values())
@@ -215,6 +239,13 @@ def summary_section(b: dict | None, t: dict | None, c: dict | None, toc: list[st
     if b:
         out.append("- The paper's Fig. 3 at full scale on this CPU: " + _estimate_total(b) + ". " + GPU)
     return "\n".join(out)
+
+
+def _wide_speedup(t: dict) -> float:
+    import trained                                  # bench/trained.py
+
+    p = trained.per_step_seconds(t["paper_per_step"])
+    return p["plain fp32"] / p["engine bf16"]
 
 
 def _estimate_total(b: dict) -> str:
@@ -242,6 +273,9 @@ def main() -> None:
     page = PAGE.read_text()
     b, t, v, c = (_load(n) for n in ("bench.json", "trained.json", "verdicts.json", "chapters.json"))
     done = []
+    if (OUT / "workers.md").exists():
+        page = replace(page, "workers", (OUT / "workers.md").read_text())
+        done.append("workers")
     if b:
         page = replace(page, "bench", bench_section(b))
         page = replace(page, "levers", lever_section(b))
