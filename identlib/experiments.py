@@ -164,11 +164,19 @@ def _train_in_workers(configs, keep_init: bool = False, workers: int = 0) -> Non
     todo.sort(key=lambda c: -_step_cost(c))
     ctx = multiprocessing.get_context("spawn")
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
-                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        for done in [pool.submit(_train_and_store, c, keep_init) for c in todo]:
-            done.result()
+    try:
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            for done in [pool.submit(_train_and_store, c, keep_init) for c in todo]:
+                done.result()
+    except BrokenProcessPool as err:
+        raise RuntimeError(
+            "a training worker process died. Networks finished before it are in the cache. Either it "
+            "was killed (out of memory: use fewer workers), or the script that called run_all/sweep "
+            "with workers lacks an `if __name__ == \"__main__\":` guard (each worker starts by "
+            "importing that script); or pass workers=0 to train in this process") from err
 
 
 def _train_and_store(config: RunConfig, keep_init: bool) -> None:

@@ -259,6 +259,20 @@ def test_run_all_in_worker_processes_matches_in_process_training(restore_threads
     assert [r.config for r in pooled] == configs
 
 
+def test_workers_from_a_script_without_a_main_guard_say_what_to_do(tmp_path):
+    """Worker processes start by importing the calling script; without the __main__ guard they
+    die, and the error says why instead of multiprocessing's BrokenProcessPool."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "sweep.py"
+    script.write_text("import identlib\n"
+                      "identlib.run_all([identlib.RunConfig(depth=1, steps=3)], workers=1)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert 'if __name__ == "__main__":' in out.stderr and "workers=0" in out.stderr
+
+
 @pytest.mark.parametrize("model", ["cnn", "fcn"])
 def test_a_trained_network_does_not_depend_on_the_process_thread_count(restore_threads, model):
     """Cached networks are trained on one thread whatever the process uses (two threads round
