@@ -117,8 +117,7 @@ def trained_section(t: dict) -> str:
     best_wall = max(v, key=lambda k: v[k]["speedup"])
     worst = max(v, key=lambda k: v[k]["max_corr_diff"])
     reached = max(v[best]["cpu_speedup"], v[best_wall]["speedup"]) >= 2.5
-    wide = trained.per_step_seconds(t["paper_per_step"]) if t.get("paper_per_step") else None
-    wide_reached = bool(wide) and wide["plain fp32"] / wide["engine bf16"] >= 2.5
+    wide_reached = bool(t.get("paper_per_step")) and _wide_speedup(t) >= 2.5
     out = [
         f"The fastest way to {e2e['seeds']} trained {e2e['channels']}-channel networks was *{best}*: "
         f"{v[best]['cpu_speedup']:.2f}× the plain float32 loop in CPU time ({v[best]['cpu_seconds']:.0f} s "
@@ -133,7 +132,7 @@ def trained_section(t: dict) -> str:
                    f"steps, and the runs reached {meta['tol']:g} after {', '.join(map(str, steps))} steps.")
     if t.get("paper_per_step"):
         p = trained.per_step_seconds(t["paper_per_step"])
-        bf = p['plain fp32'] / p['engine bf16']
+        bf = _wide_speedup(t)
         out.append(f"At 128 channels, the paper's width, bfloat16 gives {bf:.2f}× per step and 2 grouped seeds "
                    f"{p['plain fp32'] / p['engine bf16, 2 seeds grouped']:.2f}×"
                    + (f": with the same 4000 steps a 128-channel network trains {bf:.2f}× as fast as with the "
