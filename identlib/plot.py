@@ -8,7 +8,6 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.lines import Line2D
 
 __all__ = ["prediction_grid", "show_images", "score_curves", "heatmap", "score_notes", "layer_grid"]
 
@@ -18,50 +17,79 @@ def _img(x) -> np.ndarray:
     return x.reshape(28, 28)
 
 
+def _montage(tiles, gap_x: int, gap_y: int) -> np.ndarray:
+    """Tiles (rows of (28, 28, 4) RGBA arrays, ``None`` for an empty place) laid out as one RGBA
+    image on white, ``gap_x``/``gap_y`` pixels apart: one image draws much faster than one axes
+    per tile (a 14 × 13 grid: about 20× faster to draw and render)."""
+    n_rows, n_cols = len(tiles), max(len(r) for r in tiles)
+    out = np.ones((n_rows * (28 + gap_y) - gap_y, n_cols * (28 + gap_x) - gap_x, 4))
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            if tile is not None:
+                y, x = r * (28 + gap_y), c * (28 + gap_x)
+                out[y:y + 28, x:x + 28] = tile
+    return out
+
+
+def _grey(im: np.ndarray) -> np.ndarray:
+    """A (28, 28) image on [0, 1] as RGBA grey (values outside [0, 1] saturate)."""
+    return plt.get_cmap("gray")(np.clip(im, 0, 1))
+
+
+def _inches(fig) -> tuple[float, float]:
+    """Width and height of a figure or subfigure, in inches."""
+    return fig.bbox.width / fig.dpi, fig.bbox.height / fig.dpi
+
+
+def _grid_axes(fig, shape, *, left: float, top: float, bottom: float):
+    """One axes without frame or ticks filling the figure (or subfigure) but for margins given in
+    inches."""
+    w, h = _inches(fig)
+    ax = fig.add_axes((left / w, bottom / h, 1 - left / w - 0.005, 1 - (top + bottom) / h))
+    ax.set_axis_off()
+    return ax
+
+
 def prediction_grid(inputs, rows: dict, *, names=None, train_columns: int = 1, fig=None,
-                    cell: float = 0.75, clip: bool = True, notes: dict | None = None):
+                    cell: float = 0.75, notes: dict | None = None):
     """The paper's prediction grid.
 
     ``inputs`` (N, 1, 28, 28) form the top row; ``rows`` maps a row label to predictions of the
-    same shape. Images are drawn in grey on [0, 1] (predictions clipped to it unless ``clip`` is
-    False). A dashed red line separates the first ``train_columns`` columns (the training image)
-    from the test inputs. ``notes`` maps a row label to one short text per column, written under
-    each image (e.g. the correlations of that prediction). Returns ``(fig, axes)``.
+    same shape. Images are drawn in grey on [0, 1] (values outside it saturate). A dashed red line separates the
+    first ``train_columns`` columns (the training image) from the test inputs. ``notes`` maps a
+    row label to one short text per column, written under each image (e.g. the correlations of
+    that prediction). The grid is one image in one axes whose data coordinates are the pixels of
+    the montage (a tile is 28 pixels; tile ``(r, c)`` starts at ``r * (28 + gap_y)``,
+    ``c * (28 + gap_x)``; row 0 is the inputs). Returns ``(fig, ax)``.
     """
     all_rows = [("input", inputs)] + list(rows.items())
     n_rows, n_cols = len(all_rows), len(inputs)
     notes = notes or {}
-    left = 1.1  # inches for row labels
-    gap = 0.06 if not notes else 0.32
+    gap_x, gap_y = 2, (9 if notes else 2)
+    tiles = []
+    for label, images in all_rows:
+        tiles.append([_grey(_img(images[c])) for c in range(n_cols)])
+    image = _montage(tiles, gap_x, gap_y)
+    left, top, bottom = 1.1, 0.3, (0.16 if notes else 0.01)     # inches: row labels, titles, notes
     if fig is None:
-        fig = plt.figure(figsize=(left + cell * n_cols, 0.35 + cell * (1 + gap) * n_rows))
-    w, h = fig.get_size_inches()
-    axes = fig.subplots(n_rows, n_cols, squeeze=False,
-                        gridspec_kw=dict(left=left / w, right=0.995, top=1 - 0.3 / h,
-                                         bottom=0.01 + (0.16 / h if notes else 0),
-                                         wspace=0.06, hspace=gap))
-    for r, (label, images) in enumerate(all_rows):
-        for c in range(n_cols):
-            ax = axes[r, c]
-            im = _img(images[c])
-            ax.imshow(np.clip(im, 0, 1) if clip else im, cmap="gray", vmin=0, vmax=1,
-                      interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if r == 0 and names is not None:
-                ax.set_title(names[c], fontsize=7)
-            if label in notes:
-                ax.set_xlabel(notes[label][c], fontsize=6, labelpad=1)
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        fig = plt.figure(figsize=(left + cell * n_cols * (28 + gap_x) / 28,
+                                  top + bottom + cell * n_rows * (28 + gap_y) / 28))
+    ax = _grid_axes(fig, image.shape, left=left, top=top, bottom=bottom)
+    ax.imshow(image, interpolation="nearest", aspect="auto")
+    step_x, step_y = 28 + gap_x, 28 + gap_y
+    if names is not None:
+        for c, name in enumerate(names):
+            ax.text(c * step_x + 14, -1.5, name, fontsize=7, ha="center", va="bottom")
+    for r, (label, _) in enumerate(all_rows):
+        ax.text(-3, r * step_y + 14, label, fontsize=8, ha="right", va="center")
+        for c, note in enumerate(notes.get(label, [])):
+            ax.text(c * step_x + 14, r * step_y + 28.5, note, fontsize=6, ha="center", va="top")
     if 0 < train_columns < n_cols:
-        a = axes[0, train_columns - 1].get_position()
-        b = axes[0, train_columns].get_position()
-        x = (a.x1 + b.x0) / 2
-        fig.add_artist(Line2D([x, x], [axes[-1, 0].get_position().y0, a.y1 + 0.2 / h],
-                              transform=fig.transFigure, color="red", linestyle="--", linewidth=1.2))
-    return fig, axes
+        x = train_columns * step_x - gap_x / 2 - 0.5
+        ax.plot([x, x], [-8, image.shape[0] - 0.5], color="red", linestyle="--", linewidth=1.2,
+                clip_on=False)
+    ax.set(xlim=(-0.5, image.shape[1] - 0.5), ylim=(image.shape[0] - 0.5, -0.5))
+    return fig, ax
 
 
 def show_images(images, *, titles=None, ax=None, ncols: int | None = None, vmin=0.0, vmax=1.0,
@@ -139,38 +167,40 @@ def layer_grid(inputs, maps, *, names=None, title: str | None = None, fig=None, 
     """One network's layer maps: the inputs on top (grey), then one row per layer (``maps`` is
     (L, N, 28, 28), hidden layers in ``cmap``, each map min–max normalized on its own), the last
     row, the output, in grey on [0, 1]. ``rows`` pads the grid to that many layer rows (to align
-    networks of different depths side by side); ``fig`` may be a subfigure. Returns the axes."""
+    networks of different depths side by side); ``fig`` may be a subfigure. The grid is one image
+    in one axes (pixels as data coordinates, as in :func:`prediction_grid`). Returns the axes."""
     n_layers, n_cols = maps.shape[0], maps.shape[1]
     n_rows = 1 + (rows or n_layers)
+    colour = plt.get_cmap(cmap)
+    tiles = [[_grey(_img(inputs[c])) for c in range(n_cols)]]
+    for r in range(1, n_layers + 1):
+        row = []
+        for c in range(n_cols):
+            m = _img(maps[r - 1, c])
+            if r == n_layers:
+                row.append(_grey(m))
+            else:
+                span = m.max() - m.min()
+                row.append(colour((m - m.min()) / span if span > 0 else np.zeros_like(m)))
+        tiles.append(row)
+    tiles += [[None] * n_cols] * (n_rows - len(tiles))
+    gap = 2
+    image = _montage(tiles, gap, gap)
     if fig is None:
         fig = plt.figure(figsize=(0.5 + cell * n_cols, 0.4 + cell * n_rows))
-    axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw=dict(wspace=0.05, hspace=0.05))
-    for r in range(n_rows):
-        for c in range(n_cols):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if r == 0:
-                ax.imshow(_img(inputs[c]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-                if names is not None:
-                    ax.set_title(names[c], fontsize=6, rotation=45, ha="left", va="bottom")
-            elif r == n_layers:
-                ax.imshow(np.clip(_img(maps[r - 1, c]), 0, 1), cmap="gray", vmin=0, vmax=1,
-                          interpolation="nearest")
-            elif r < n_layers:
-                m = _img(maps[r - 1, c])
-                span = m.max() - m.min()
-                ax.imshow((m - m.min()) / span if span > 0 else np.zeros_like(m), cmap=cmap,
-                          vmin=0, vmax=1, interpolation="nearest")
-            else:
-                ax.set_visible(False)
-        if r == 0:
-            axes[r, 0].set_ylabel("input", fontsize=6, rotation=0, ha="right", va="center")
-        elif r <= n_layers:
-            axes[r, 0].set_ylabel("output" if r == n_layers else str(r), fontsize=6, rotation=0,
-                                  ha="right", va="center")
+    w, h = _inches(fig)
+    top = (0.55 if names is not None else 0.05) + (0.25 if title else 0.0)   # inches: names, title
+    ax = _grid_axes(fig, image.shape, left=min(0.45, 0.3 * w), top=top, bottom=0.02)
+    ax.imshow(image, interpolation="nearest", aspect="equal")
+    ax.set_anchor("N")                                  # shorter networks' grids start at the top
+    step = 28 + gap
+    if names is not None:
+        for c, name in enumerate(names):
+            ax.text(c * step + 4, -2, name, fontsize=6, rotation=45, ha="left", va="bottom")
+    for r in range(n_layers + 1):
+        label = "input" if r == 0 else ("output" if r == n_layers else str(r))
+        ax.text(-3, r * step + 14, label, fontsize=6, ha="right", va="center")
     if title:
         fig.suptitle(title, fontsize=8)
-    return axes
+    ax.set(xlim=(-0.5, image.shape[1] - 0.5), ylim=(image.shape[0] - 0.5, -0.5))
+    return ax

@@ -1,0 +1,63 @@
+"""identlib.plot: the grids are one image whose tiles are the inputs, rows and layer maps given."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from identlib import plot
+
+g = torch.Generator().manual_seed(0)
+INPUTS = torch.rand(3, 1, 28, 28, generator=g)
+
+
+def _image(ax) -> np.ndarray:
+    (im,) = ax.get_images()
+    return np.asarray(im.get_array())
+
+
+def test_prediction_grid_places_each_image_in_its_tile_in_grey_and_saturates():
+    rows = {"copy": INPUTS, "bright": INPUTS * 3 - 1}                 # values outside [0, 1]
+    fig, ax = plot.prediction_grid(INPUTS, rows, names=["a", "b", "c"], notes={"copy": ["x", "y", "z"]})
+    image = _image(ax)
+    gap_x, gap_y = 2, 9
+    grey = plt.get_cmap("gray")
+    for r, block in enumerate([INPUTS, INPUTS, INPUTS * 3 - 1]):
+        for c in range(3):
+            y, x = r * (28 + gap_y), c * (28 + gap_x)
+            expected = grey(np.clip(block[c, 0].numpy(), 0, 1))
+            np.testing.assert_allclose(image[y:y + 28, x:x + 28], expected, atol=1e-6)
+    assert (image[28:28 + gap_y] == 1).all()                          # white gap between rows
+    texts = {t.get_text() for t in ax.texts}
+    assert {"a", "b", "c", "input", "copy", "bright", "x", "y", "z"} <= texts
+    assert len(ax.lines) == 1                                         # the dashed line after the "7"
+    plt.close(fig)
+
+
+def test_layer_grid_normalizes_hidden_maps_and_pads_missing_rows():
+    maps = torch.stack([INPUTS[:, 0] * 5 + 2, INPUTS[:, 0]])          # one hidden layer, then the output
+    fig = plt.figure(figsize=(3, 3))
+    ax = plot.layer_grid(INPUTS, maps, names=["a", "b", "c"], title="net", fig=fig, rows=4)
+    image = _image(ax)
+    assert image.shape[0] == 5 * 28 + 4 * 2                           # input + 4 layer rows, padded
+    hidden = INPUTS[0, 0].numpy()
+    np.testing.assert_allclose(image[30:58, 0:28], plt.get_cmap("viridis")(
+        (hidden - hidden.min()) / (hidden.max() - hidden.min())), atol=1e-6)
+    np.testing.assert_allclose(image[60:88, 0:28], plt.get_cmap("gray")(hidden), atol=1e-6)
+    assert (image[90:] == 1).all()                                    # padded rows are blank
+    assert {"input", "1", "output"} <= {t.get_text() for t in ax.texts}
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("flat", [0.0, 0.7])
+def test_layer_grid_draws_a_flat_map_as_the_bottom_of_the_colour_map(flat):
+    maps = torch.full((2, 1, 28, 28), flat)
+    fig = plt.figure(figsize=(2, 2))
+    image = _image(plot.layer_grid(INPUTS[:1], maps, fig=fig))
+    np.testing.assert_allclose(image[30:58, 0:28], np.broadcast_to(plt.get_cmap("viridis")(0.0), (28, 28, 4)))
+    plt.close(fig)
