@@ -17,6 +17,8 @@ tensor([[1., 2.],
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 __all__ = ["projectors", "linear_fcn_limit", "end_to_end", "leftover_rms", "init_gain",
@@ -30,9 +32,18 @@ def _columns(X: torch.Tensor) -> torch.Tensor:
 
 
 def projectors(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Π∥, Π⊥): orthogonal projectors onto the span of the training images and its complement."""
+    """(Π∥, Π⊥): orthogonal projectors onto the span of the training images and its complement.
+
+    Π∥ = X X⁺, with pseudo-inverse's default cut-off (singular values below max(d, n) · eps of the
+    largest are zero). With more images than pixels (n > d) X is first reduced to the triangular
+    factor of Xᵀ = QR: X = Rᵀ Qᵀ has the span and singular values of Rᵀ (d × d), so the SVD is of
+    a d × d matrix instead of d × n (60,000 MNIST images: about 3× faster, equal to round-off).
+    """
     X = _columns(X)
-    par = X @ torch.linalg.pinv(X)
+    rtol = max(X.shape) * torch.finfo(X.dtype).eps
+    if X.shape[1] > X.shape[0]:
+        X = torch.linalg.qr(X.T, mode="r")[1].T                        # (d, d), same span
+    par = X @ torch.linalg.pinv(X, rtol=rtol)
     return par, torch.eye(X.shape[0], dtype=X.dtype) - par
 
 
@@ -139,7 +150,7 @@ def remaining_error(W: torch.Tensor, R: torch.Tensor, X: torch.Tensor) -> tuple[
 # ‖P(x)‖ ‖Π_N (w₀ − δ)‖.
 
 __all__ += ["patch_matrix", "identity_filter", "patch_rank", "cnn_limit", "cnn_after_steps",
-            "cnn_heavy_ball", "cnn_test_error", "cnn_error_bound"]
+            "cnn_heavy_ball", "cnn_test_error", "cnn_error_bound", "patch_norms"]
 
 RANK_RTOL = 1e-10  # singular values below this fraction of the largest count as zero
 
@@ -202,6 +213,21 @@ def patch_rank(x: torch.Tensor, kernel_size: int, rtol: float = RANK_RTOL) -> in
     return int((s > rtol * s[0]).sum()) if s[0] > 0 else 0
 
 
+@functools.lru_cache(maxsize=64)
+def _patch_svd_cached(data: bytes, shape: tuple, kernel_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.frombuffer(bytearray(data), dtype=torch.float64).view(shape)
+    _, s, vh = torch.linalg.svd(patch_matrix(x, kernel_size), full_matrices=False)
+    return s, vh
+
+
+def _patch_svd(x_hat: torch.Tensor, kernel_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Singular values and right singular vectors (rows) of the thin SVD of P(x̂), remembered per
+    image and kernel size (the chapters ask for the same ones many times). Callers must not
+    modify the returned tensors."""
+    x = _image2d(x_hat).contiguous()
+    return _patch_svd_cached(x.numpy().tobytes(), tuple(x.shape), kernel_size)
+
+
 def cnn_limit(w0: torch.Tensor, x_hat: torch.Tensor, rtol: float = RANK_RTOL) -> torch.Tensor:
     """w∞ = δ + Π_N(w₀ − δ), N = ker P(x̂): where gradient descent (with or without momentum) from
     the filter ``w0`` ((k, k) or a conv weight (1, 1, k, k)) converges on the identity task with
@@ -215,7 +241,7 @@ def cnn_limit(w0: torch.Tensor, x_hat: torch.Tensor, rtol: float = RANK_RTOL) ->
             [1., 1., 1.]], dtype=torch.float64)
     """
     k = w0.shape[-1]
-    _, s, vh = torch.linalg.svd(patch_matrix(x_hat, k), full_matrices=False)
+    s, vh = _patch_svd(x_hat, k)
     rows = vh[s > rtol * s[0]]                                  # (rank, k²): row space of P(x̂)
     delta = identity_filter(k).flatten()
     d = w0.detach().double().reshape(-1) - delta                # w₀ − δ
@@ -241,12 +267,12 @@ def cnn_after_steps(w0: torch.Tensor, x_hat: torch.Tensor, lr: float, steps: int
     if loss_reduction not in ("sum", "mean"):
         raise ValueError(f"loss_reduction must be sum or mean (got {loss_reduction!r})")
     k = w0.shape[-1]
-    P = patch_matrix(x_hat, k)
-    eta = lr if loss_reduction == "sum" else lr / P.shape[0]
-    lam, V = torch.linalg.eigh(P.T @ P)                         # σ² and right singular vectors
+    s, vh = _patch_svd(x_hat, k)                                # thin SVD: the rest is N, factor 1
+    eta = lr if loss_reduction == "sum" else lr / _image2d(x_hat).numel()
     delta = identity_filter(k).flatten()
     d = w0.detach().double().reshape(-1) - delta
-    return (delta + V @ ((1 - 2 * eta * lam) ** steps * (V.T @ d))).view(k, k)
+    seen = vh @ d
+    return (delta + d + vh.T @ (((1 - 2 * eta * s ** 2) ** steps - 1) * seen)).view(k, k)
 
 
 def cnn_heavy_ball(x_hat: torch.Tensor, kernel_size: int) -> tuple[float, float]:
@@ -306,5 +332,19 @@ def cnn_error_bound(w0: torch.Tensor, x_hat: torch.Tensor, inputs: torch.Tensor,
     """
     k = w0.shape[-1]
     left = (cnn_limit(w0, x_hat, rtol) - identity_filter(k)).norm()            # ‖Π_N(w₀ − δ)‖
-    norms = [torch.linalg.matrix_norm(patch_matrix(x, k), ord=2) for x in inputs]
-    return torch.stack(norms) * left
+    return patch_norms(inputs, k) * left
+
+
+def patch_norms(inputs: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """‖P(x)‖₂, the largest singular value of each input's patch matrix, for ``inputs``
+    (N, 1, H, W): the square root of the largest eigenvalue of the smaller Gram matrix (PᵀP or
+    PPᵀ), all inputs in one batched call (several times faster than one SVD per input; equal to
+    ``torch.linalg.matrix_norm(P, 2)`` to round-off). Float64, shape (N,).
+
+    >>> dot = torch.zeros(1, 1, 28, 28); dot[..., 14, 14] = 1   # P(dot): orthonormal columns
+    >>> patch_norms(dot, 3)
+    tensor([1.], dtype=torch.float64)
+    """
+    P = torch.stack([patch_matrix(x, kernel_size) for x in inputs])           # (N, H·W, k²)
+    gram = P.mT @ P if P.shape[-1] <= P.shape[-2] else P @ P.mT
+    return torch.linalg.eigvalsh(gram)[..., -1].clamp(min=0).sqrt()

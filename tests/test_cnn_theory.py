@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from identlib.config import RunConfig
 from identlib.experiments import run
 from identlib.models import CNN
-from identlib.theory import (cnn_after_steps, cnn_error_bound, cnn_heavy_ball, cnn_limit,
+from identlib.theory import (cnn_after_steps, cnn_error_bound, cnn_heavy_ball, cnn_limit, patch_norms,
                              cnn_test_error, identity_filter, patch_matrix, patch_rank)
 from identlib.train import train
 
@@ -164,3 +164,15 @@ def test_the_initial_filter_of_a_run_is_build_models_draw(data_dir):
     config = RunConfig(model="cnn", depth=1, kernel_size=7, dtype="float64", steps=1, seed=4)
     drawn = build_model(config, torch.Generator().manual_seed(config.seed)).layers[0].weight
     assert torch.equal(run(config, keep_init=True).init_state["layers.0.weight"], drawn.detach())
+
+
+def test_patch_norms_equal_the_spectral_norm_of_each_patch_matrix():
+    """The batched Gram-eigenvalue shortcut against one SVD per image, on both sides of k² = 784
+    (PᵀP is the smaller Gram below it, PPᵀ above)."""
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(3, 1, 28, 28, generator=g)
+    images[2] = 0
+    images[2, 0, 3:9, 20:24] = 1                                      # sparse, like the "7"
+    for k in (3, 13, 29, 31):
+        exact = torch.stack([torch.linalg.matrix_norm(patch_matrix(x, k), ord=2) for x in images])
+        torch.testing.assert_close(patch_norms(images, k), exact, rtol=1e-12, atol=0)

@@ -140,3 +140,19 @@ def test_input_jacobian_of_a_linear_network_is_its_matrix_and_iterate_applies_it
     path = iterate(net, x, 2)
     assert path.shape == (3, 1, 28, 28)
     assert torch.allclose(path[2].double().flatten(), W @ W @ x.flatten(), atol=1e-5)
+
+
+def test_projectors_with_more_images_than_pixels_equal_the_plain_pseudo_inverse():
+    """The QR shortcut for n > d against X X⁺ computed directly, on a rank-deficient set like
+    MNIST's (some pixels black in every image, so their directions are unspanned)."""
+    g = torch.Generator().manual_seed(2)
+    X = torch.rand(2000, 1, 28, 28, generator=g, dtype=torch.float64)
+    X[..., :3, :] = 0                                         # 84 pixels never lit: rank 700
+    X[..., 10, 10] = X[..., 11, 11]                           # and one exact linear dependence
+    par, perp = projectors(X)
+    cols = X.flatten(1).T
+    direct = cols @ torch.linalg.pinv(cols)
+    assert torch.allclose(par, direct, atol=1e-10)
+    assert round(float(torch.trace(par))) == 784 - 84 - 1
+    assert torch.allclose(par @ cols, cols, atol=1e-10)
+    assert torch.allclose(par + perp, I)
