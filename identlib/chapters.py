@@ -127,9 +127,24 @@ def execute(chapter: str, output: str | Path, overrides: dict | None = None,
     output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     src = _chapter_path(chapter)
+    absolute_env_paths()
     papermill.execute_notebook(str(src), str(output), parameters=params, cwd=str(src.parent),
                                kernel_name="python3", progress_bar=progress)
     return output
+
+
+PATH_VARIABLES = ("IDENTLIB_CACHE_DIR", "IDENTLIB_DATA_DIR")
+
+
+def absolute_env_paths() -> None:
+    """Make the relative folders in ``PATH_VARIABLES`` absolute, relative to this process's working
+    directory. A chapter's kernel runs in book/, so ``IDENTLIB_CACHE_DIR=.cache/identlib`` would
+    otherwise mean book/.cache/identlib there: a second, empty cache, and every network trained
+    again."""
+    for name in PATH_VARIABLES:
+        value = os.environ.get(name)
+        if value and not Path(value).expanduser().is_absolute():
+            os.environ[name] = str(Path(value).expanduser().resolve())
 
 
 def _strip_volatile(path: Path) -> None:

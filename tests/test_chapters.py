@@ -2,6 +2,7 @@
 chapter re-executed by papermill with non-default parameters."""
 from __future__ import annotations
 
+import os
 import re
 
 import nbformat
@@ -178,3 +179,13 @@ def test_shallow_cnn_with_small_networks_keeps_the_theory(tmp_path):
     assert "3-layer" not in text and "linear:" not in text
     stored = outputs(ch.chapters()["shallow_cnn"])
     assert "5-layer relu: lowest correlation with the input" in stored and stored != text
+
+
+def test_relative_cache_and_data_folders_are_made_absolute_before_a_kernel_starts(tmp_path, monkeypatch):
+    """A kernel runs in book/: a relative IDENTLIB_CACHE_DIR must still mean the caller's folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IDENTLIB_CACHE_DIR", ".cache/identlib")
+    monkeypatch.setenv("IDENTLIB_DATA_DIR", str(tmp_path / "data"))
+    ch.absolute_env_paths()
+    assert os.environ["IDENTLIB_CACHE_DIR"] == str(tmp_path / ".cache" / "identlib")
+    assert os.environ["IDENTLIB_DATA_DIR"] == str(tmp_path / "data")
