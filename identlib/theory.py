@@ -104,7 +104,7 @@ def input_jacobian(model, x: torch.Tensor) -> torch.Tensor:
     def f(v):
         return model(v.view(1, *x.shape)).flatten()
 
-    J = torch.autograd.functional.jacobian(f, x.detach().to(dtype).flatten())
+    J = torch.autograd.functional.jacobian(f, x.detach().to(dtype).flatten(), vectorize=True)  # one batched backward
     return J.double()
 
 
