@@ -51,18 +51,18 @@ def _grid_axes(fig, shape, *, left: float, top: float, bottom: float):
 
 
 def prediction_grid(inputs, rows: dict, *, names=None, train_columns: int = 1, fig=None,
-                    cell: float = 0.75, notes: dict | None = None):
+                    cell: float = 0.75, notes: dict | None = None, input_label: str = "input"):
     """The paper's prediction grid.
 
-    ``inputs`` (N, 1, 28, 28) form the top row; ``rows`` maps a row label to predictions of the
-    same shape. Images are drawn in grey on [0, 1] (values outside it saturate). A dashed red line separates the
-    first ``train_columns`` columns (the training image) from the test inputs. ``notes`` maps a
-    row label to one short text per column, written under each image (e.g. the correlations of
-    that prediction). The grid is one image in one axes whose data coordinates are the pixels of
+    ``inputs`` (N, 1, 28, 28) form the top row (labelled ``input_label``); ``rows`` maps a row
+    label to predictions of the same shape. Images are drawn in grey on [0, 1] (values outside it
+    saturate). A dashed red line separates the first ``train_columns`` columns (the training
+    image) from the test inputs. ``notes`` maps a row label to one short text per column, written
+    under each image (e.g. the correlations of that prediction). The grid is one image in one axes whose data coordinates are the pixels of
     the montage (a tile is 28 pixels; tile ``(r, c)`` starts at ``r * (28 + gap_y)``,
     ``c * (28 + gap_x)``; row 0 is the inputs). Returns ``(fig, ax)``.
     """
-    all_rows = [("input", inputs)] + list(rows.items())
+    all_rows = [(input_label, inputs)] + list(rows.items())
     n_rows, n_cols = len(all_rows), len(inputs)
     notes = notes or {}
     gap_x, gap_y = 2, (9 if notes else 2)

@@ -23,7 +23,8 @@ def _image(ax) -> np.ndarray:
 
 def test_prediction_grid_places_each_image_in_its_tile_in_grey_and_saturates():
     rows = {"copy": INPUTS, "bright": INPUTS * 3 - 1}                 # values outside [0, 1]
-    fig, ax = plot.prediction_grid(INPUTS, rows, names=["a", "b", "c"], notes={"copy": ["x", "y", "z"]})
+    fig, ax = plot.prediction_grid(INPUTS, rows, names=["a", "b", "c"], notes={"copy": ["x", "y", "z"]},
+                                   input_label="the inputs")
     image = _image(ax)
     gap_x, gap_y = 2, 9
     grey = plt.get_cmap("gray")
@@ -34,7 +35,7 @@ def test_prediction_grid_places_each_image_in_its_tile_in_grey_and_saturates():
             np.testing.assert_allclose(image[y:y + 28, x:x + 28], expected, atol=1e-6)
     assert (image[28:28 + gap_y] == 1).all()                          # white gap between rows
     texts = {t.get_text() for t in ax.texts}
-    assert {"a", "b", "c", "input", "copy", "bright", "x", "y", "z"} <= texts
+    assert {"a", "b", "c", "the inputs", "copy", "bright", "x", "y", "z"} <= texts
     assert len(ax.lines) == 1                                         # the dashed line after the "7"
     plt.close(fig)
 
