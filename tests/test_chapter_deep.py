@@ -18,7 +18,7 @@ def test_deep_cnn_with_small_sweeps(tmp_path):
     text = outputs(out)
     assert "3 networks, 51 scores" in text                       # depths 1, 3 (seed 0) + depth 3 seed 1
     n, div = map(int, re.search(r"(\d+) networks of depth 3 with 4 channels; diverged: (\d+)", text).groups())
-    assert n == 13 and div == 4                                   # lr 2 diverges for gd (x2) and adam; sum loss, same lr
+    assert n == 14 and div == 4                                   # lr 2 diverges for gd (x2) and adam; sum loss, same lr
     assert re.search(r"gd, momentum 0\.9, lr 2 +NaN +NaN", text) and re.search(r"lr 2 +diverged", text)
     assert "6 channels, depth 5: 3,025 weights and biases (3,000 weights)" in text
     assert re.search(r"depth 3: identity -?[\d.]+ to [\d.]+, '7' -?[\d.]+ to [\d.]+ over seeds", text)
