@@ -209,7 +209,7 @@ def patch_rank(x: torch.Tensor, kernel_size: int, rtol: float = RANK_RTOL) -> in
     >>> patch_rank(corner, 3), patch_rank(torch.ones(28, 28), 3)
     (4, 9)
     """
-    s = torch.linalg.svdvals(patch_matrix(x, kernel_size))
+    s, _ = _patch_svd(x, kernel_size)
     return int((s > rtol * s[0]).sum()) if s[0] > 0 else 0
 
 
