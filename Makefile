@@ -31,7 +31,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 chapters: env
-	$(BIN)/python -m identlib refresh
+	$(BIN)/python -m identlib refresh --jobs 2
 
 html: env
 	$(BIN)/jupyter-book build . -W -n --keep-going

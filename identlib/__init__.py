@@ -13,15 +13,56 @@ runner).
 """
 __version__ = "0.1.0"
 
-from .config import ConfigError, RunConfig, check_sweep, validate_parameters
-from .data import DataError, Panel, first_index, load, patterns, probes, test_images, test_panel, training_image
-from .experiments import Run, cache_dir, evaluate, grid, predict, run, run_all, sweep
-from . import engine, layers, plot
-from .metrics import pearson, scores, summarize, verdict
-from .models import CNN, FCN, build_model, n_weights
-from .runtime import setup
-from .theory import end_to_end, init_gain, input_jacobian, iterate, leftover_rms, linear_fcn_limit, projectors
-from .train import TrainingDiverged, TrainResult, train
+import importlib
+import sys
+import types
+
+# Names are imported from their modules on first use (PEP 562), so that ``import identlib`` and the
+# command line's notebook runner (``identlib refresh``) do not pay for torch and matplotlib.
+_FROM = {
+    "config": ["ConfigError", "RunConfig", "check_sweep", "validate_parameters"],
+    "data": ["DataError", "Panel", "first_index", "load", "patterns", "probes", "test_images", "test_panel",
+             "training_image"],
+    "experiments": ["Run", "cache_dir", "evaluate", "grid", "predict", "run", "run_all", "sweep"],
+    "metrics": ["pearson", "scores", "summarize", "verdict"],
+    "models": ["CNN", "FCN", "build_model", "n_weights"],
+    "runtime": ["setup"],
+    "theory": ["end_to_end", "init_gain", "input_jacobian", "iterate", "leftover_rms", "linear_fcn_limit",
+               "projectors"],
+    "train": ["TrainingDiverged", "TrainResult", "train"],
+}
+_MODULE_OF = {name: module for module, names in _FROM.items() for name in names}
+_SUBMODULES = {"chapters", "cli", "config", "data", "engine", "experiments", "layers", "metrics", "models",
+               "plot", "runtime", "theory", "train"}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES and name not in _MODULE_OF:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_MODULE_OF) | _SUBMODULES)
+
+
+class _Package(types.ModuleType):
+    """``identlib.train`` is the function :func:`identlib.train.train`, as when this package
+    imported every name eagerly: importing the submodule ``identlib.train`` must not replace it
+    (the submodule stays in ``sys.modules`` and ``from identlib.train import ...`` works)."""
+
+    def __setattr__(self, name, value):
+        if name in _MODULE_OF and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "__version__", "ConfigError", "RunConfig", "check_sweep", "validate_parameters", "DataError",

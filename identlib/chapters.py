@@ -1,6 +1,9 @@
 """Chapters as parameterized notebooks: their parameters, profiles, validation and execution.
 
 A chapter is ``book/<name>.ipynb`` with a cell tagged ``parameters`` (papermill's convention).
+A chapter that loads networks another chapter trains names it in its notebook metadata
+(``"identlib": {"after": ["deep_cnn"]}``); chapters executed in parallel (:func:`refresh_all`)
+start only after the chapters they name have finished, so that nothing is trained twice.
 Its parameter names are identical to :class:`~identlib.config.RunConfig` fields (or sweep axes over
 them, such as ``depths``), so the same rules validate a notebook run, a YAML profile and the
 command line. A profile is ``book/profiles/<chapter>/<profile>.yaml`` holding only overrides.
@@ -13,7 +16,8 @@ from pathlib import Path
 
 from .config import ConfigError, validate_parameters
 
-__all__ = ["book_dir", "chapters", "parameters", "profiles", "load_profile", "resolve", "execute", "refresh"]
+__all__ = ["book_dir", "chapters", "parameters", "profiles", "load_profile", "resolve", "execute", "refresh",
+           "after", "run_parallel", "refresh_all", "ChapterFailed"]
 
 
 def book_dir() -> Path:
@@ -181,3 +185,98 @@ def refresh(chapter: str, progress: bool = True) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return src
+
+
+class ChapterFailed(RuntimeError):
+    """One or more chapters of a parallel run failed; the others finished (``times``)."""
+
+    def __init__(self, failed: dict[str, str], times: dict[str, float]):
+        self.failed, self.times = failed, times
+        lines = [f"{name}: {tail}" for name, tail in failed.items()]
+        super().__init__(f"{len(failed)} chapter(s) failed (their stored outputs are unchanged; the "
+                         f"others finished): " + "; ".join(lines))
+
+
+def after(chapter: str) -> list[str]:
+    """The chapters whose networks ``chapter`` loads (its notebook metadata ``identlib.after``)."""
+    import nbformat
+
+    nb = nbformat.read(_chapter_path(chapter), as_version=4)
+    return list(nb.metadata.get("identlib", {}).get("after", []))
+
+
+def run_parallel(names: list[str], command, jobs: int = 2, needs: dict | None = None,
+                 log=None) -> dict[str, float]:
+    """Run ``command(name)`` (an argv list, one subprocess per chapter) for every chapter, ``jobs``
+    at a time, in the order given except that a chapter waits for the chapters ``needs[name]``
+    names (those in ``names``). Returns each chapter's wall time in seconds, in the order the
+    chapters finished. A failing chapter does not stop the others: once all have run,
+    :class:`ChapterFailed` names the failures with the end of their error output. A chapter whose
+    prerequisite failed still runs (it trains what it needs itself).
+
+    >>> import sys
+    >>> order = run_parallel(["b", "a"], lambda n: [sys.executable, "-c", "pass"], jobs=2, needs={"b": ["a"]})
+    >>> list(order)
+    ['a', 'b']
+    """
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1 (got {jobs})")
+    needs = {n: [m for m in (needs or {}).get(n, []) if m in names and m != n] for n in names}
+    waiting, running, done, failed = list(names), {}, {}, {}
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    try:
+        while waiting or running:
+            ready = [n for n in waiting if all(m in done or m in failed for m in needs[n])]
+            while ready and len(running) < jobs:
+                name = ready.pop(0)
+                waiting.remove(name)
+                err = tempfile.TemporaryFile()
+                log(f"{name}: started")
+                running[name] = (subprocess.Popen(command(name), stdout=subprocess.DEVNULL, stderr=err),
+                                 err, time.perf_counter())
+            if not running:        # only chapters waiting on each other: a cycle in their metadata
+                raise ValueError(f"chapters wait on each other: {', '.join(waiting)}")
+            time.sleep(0.2)
+            for name, (proc, err, start) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[name]
+                elapsed = time.perf_counter() - start
+                err.seek(0)
+                tail = err.read().decode(errors="replace").strip().splitlines()[-5:]
+                err.close()
+                if proc.returncode == 0:
+                    done[name] = elapsed
+                    log(f"{name}: done in {elapsed:.0f} s")
+                else:
+                    failed[name] = " | ".join(tail) or f"exit status {proc.returncode}"
+                    log(f"{name}: FAILED (exit status {proc.returncode}): {failed[name]}")
+    finally:
+        for proc, err, _ in running.values():      # interrupted: stop the chapters still running
+            proc.terminate()
+            proc.wait()
+            err.close()
+    if failed:
+        raise ChapterFailed(failed, done)
+    return done
+
+
+def refresh_all(names: list[str] | None = None, jobs: int = 2) -> dict[str, float]:
+    """:func:`refresh` every chapter (default: all), ``jobs`` at a time in separate processes,
+    honouring each chapter's :func:`after`. Chapters that succeed are stored even if others fail
+    (then :class:`ChapterFailed` is raised at the end). Every cached network is trained alone on
+    one thread, so running chapters side by side changes no stored output."""
+    import sys
+
+    names = list(names or chapters())
+    for name in names:
+        _chapter_path(name)                                      # unknown names fail before anything runs
+    needs = {name: after(name) for name in names}
+    absolute_env_paths()
+    return run_parallel(names, lambda n: [sys.executable, "-m", "identlib", "refresh", "--no-progress", n],
+                        jobs, needs)

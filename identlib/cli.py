@@ -4,7 +4,8 @@
     identlib params CHAPTER                  a chapter's parameters, defaults and meaning
     identlib run CHAPTER [-p NAME VALUE]... [--profile NAME] [-o OUT.ipynb]
                                              validate, then execute a chapter with papermill
-    identlib refresh [CHAPTER]...            re-execute chapters with their defaults, in place
+    identlib refresh [CHAPTER]... [--jobs N] re-execute chapters with their defaults, in place
+                                             (N at a time in separate processes)
     identlib train [-p FIELD VALUE]...       train one config (cached) and score it on the panel
 
 Values are read as YAML (``-p depths "[1, 2]"``, ``-p lr 1e-3``, ``-p bias true``). Unknown names
@@ -52,9 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", help="a profile name (book/profiles/CHAPTER/NAME.yaml) or a YAML file")
     r.add_argument("-o", "--output", help="output notebook (default _build/runs/CHAPTER[-PROFILE].ipynb)")
     r.add_argument("--check", action="store_true", help="validate only, execute nothing")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     f = sub.add_parser("refresh", help="re-execute chapters (default: all) with their defaults, "
                        "storing the outputs in the notebooks; a failing run changes nothing")
     f.add_argument("chapter", nargs="*")
+    f.add_argument("--jobs", type=int, default=1, help="chapters executed at a time, each in its own "
+                   "process (default 1); a chapter that loads another's networks waits for it")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
     t = sub.add_parser("train", help="train one run config and print its scores on the test panel")
     t.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("FIELD", "VALUE"))
     return ap
@@ -87,11 +92,20 @@ def _dispatch(args) -> int:
         suffix = f"-{args.profile}" if args.profile and "/" not in args.profile else ""
         out = args.output or f"_build/runs/{args.chapter}{suffix}.ipynb"
         print(f"executing {args.chapter} with {params} -> {out}", file=sys.stderr)
-        ch.execute(args.chapter, out, params)
+        ch.execute(args.chapter, out, params, progress=not args.no_progress)
     elif args.command == "refresh":
+        if args.jobs < 1:
+            raise ConfigError(f"--jobs must be >= 1 (got {args.jobs})")
+        if args.jobs > 1:
+            try:
+                ch.refresh_all(args.chapter or None, args.jobs)
+            except ch.ChapterFailed as err:
+                print(f"identlib: {err}", file=sys.stderr)
+                return 1
+            return 0
         for name in args.chapter or list(ch.chapters()):
             print(f"refreshing {name}", file=sys.stderr)
-            ch.refresh(name)
+            ch.refresh(name, progress=not args.no_progress)
     elif args.command == "train":
         _train(_overrides(args.parameter))
     return 0

@@ -207,17 +207,35 @@ def _count(name, v):
         raise ConfigError(f"{name} must be an integer >= 0, 0 to skip (got {v!r})")
 
 
+def _int_at_least(least):
+    def rule(name, v):
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise ConfigError(f"{name} must be an integer >= {least} (got {v!r})")
+    return rule
+
+
+SUMMARIES = ("pc", "mean")    # how identlib.layers sums a layer's channels into one map
+
+
+def _summary(name, v):
+    if v not in SUMMARIES:
+        raise ConfigError(f"{name} must be one of {', '.join(SUMMARIES)} (got {v!r})")
+
+
 RULES = {
     "wide_channels": _count,
     "n_probes": _positive_int,
     "n_test": _positive_int,
     "epochs": _positive_int,
+    "summary": _summary,             # the layer chapter
+    "ring_width": _int_at_least(1),
 }
 # A chapter section that trains with other settings names them <field><suffix> (lr_60k).
 SECTION_SUFFIXES = ("_60k",)
 SWEEP_RULES = {
     "rhos": _unit,
     "channel_counts": _positive_int,
+    "snapshots": lambda name, v: _int_at_least(0)(f"{name}: every value", v),
 }
 
 

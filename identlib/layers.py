@@ -29,33 +29,14 @@ from dataclasses import dataclass
 import torch
 
 from . import experiments
-from .config import RULES, SWEEP_RULES, ConfigError, RunConfig
+from .config import SUMMARIES, RunConfig
 from .models import build_model
 from .train import train
 
 __all__ = ["SUMMARIES", "LayerMaps", "hidden_states", "channel_summary", "layer_maps", "input_share",
            "spatial_std", "border_distance", "ring_correlation", "ring_profile", "training_maps"]
 
-SUMMARIES = ("pc", "mean")
 SIDE = 28
-
-
-def _summary_rule(name, value):
-    if value not in SUMMARIES:
-        raise ConfigError(f"{name} must be one of {', '.join(SUMMARIES)} (got {value!r})")
-
-
-def _int_rule(least):
-    def rule(name, value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"{name} must be an integer >= {least} (got {value!r})")
-    return rule
-
-
-# Chapter parameters of this module that are not config fields (see config.validate_parameters).
-RULES.setdefault("summary", _summary_rule)
-RULES.setdefault("ring_width", _int_rule(1))
-SWEEP_RULES.setdefault("snapshots", lambda name, v: _int_rule(0)(f"{name}: every value", v))
 
 
 @dataclass(frozen=True)
