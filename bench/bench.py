@@ -194,7 +194,10 @@ def bench_case(case: Case, rounds: int, panel) -> dict:
     times = {v: [] for v in VARIANTS}                 # per-step seconds, every round
     totals = {v: [] for v in VARIANTS}
     nets, width = {}, {}
+    near = {"float32": [], "bf16": []}                 # the peak measured next to this case's steps
     for r in range(rounds):
+        near["float32"].append(mm_peak(torch.float32, reps=3))
+        near["bf16"].append(mm_peak(torch.bfloat16, reps=3))
         for v in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):
             trained, seconds, width[v] = run_variant(case, v, case.steps)
             times[v] += seconds
@@ -202,7 +205,8 @@ def bench_case(case: Case, rounds: int, panel) -> dict:
             nets.setdefault(v, trained)
     flops = step_flops(case.config)                   # one network, one step
     res = {"case": case.name, "steps": case.steps, "seeds": case.seeds, "gflop_per_step": flops / 1e9,
-           "config": case.config.to_dict(), "variants": {}}
+           "config": case.config.to_dict(), "variants": {},
+           "near_peaks": {k: max(v) for k, v in near.items()}}
     ref = verdict_scores(nets["plain"], panel)
     for v in VARIANTS:
         step = statistics.median(times[v])                        # seconds per (grouped) step
@@ -215,6 +219,55 @@ def bench_case(case: Case, rounds: int, panel) -> dict:
             "max_corr_diff": max(abs(a - b) for s, r in zip(scores, ref) for a, b in zip(s, r)),
         }
     return res
+
+
+# --- where a step's time goes --------------------------------------------------------------------
+
+PROFILE_KINDS = {                  # torch operator -> what it is, for the profile of one step
+    "aten::mkldnn_convolution": "convolutions, forward",
+    "aten::convolution_backward": "convolutions, backward (input and weight gradients)",
+    "aten::copy_": "dtype conversions (bfloat16, float32) and copies",
+    "aten::_to_copy": "dtype conversions (bfloat16, float32) and copies",
+    "aten::clone": "dtype conversions (bfloat16, float32) and copies",
+    "aten::_fused_adam_": "optimizer (fused Adam)",
+    "aten::clamp_min": "ReLU, bias, loss (element-wise)",
+    "aten::threshold_backward": "ReLU, bias, loss (element-wise)",
+    "aten::add_": "ReLU, bias, loss (element-wise)",
+    "aten::sub": "ReLU, bias, loss (element-wise)",
+    "aten::pow": "ReLU, bias, loss (element-wise)",
+    "aten::mul": "ReLU, bias, loss (element-wise)",
+    "aten::mse_loss": "ReLU, bias, loss (element-wise)",
+    "aten::mse_loss_backward": "ReLU, bias, loss (element-wise)",
+    "aten::sum": "ReLU, bias, loss (element-wise)",
+}
+
+
+def profile_step(c: il.RunConfig, precision: str, steps: int = 4) -> dict:
+    """The engine's training step under torch.profiler: seconds per step in each kind of work
+    (operators' self time on the calling thread, which waits for their worker threads), and the
+    GFLOP/s of the convolutions themselves."""
+    from torch.profiler import ProfilerActivity, profile
+
+    net = il.build_model(c, torch.Generator().manual_seed(0))
+    x = training_set(c)
+    kw = dict(optimizer=c.optimizer, lr=c.lr, precision=precision, progress=False)
+    train(net, x, x, steps=2, **kw)                                   # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t = time.perf_counter()
+        train(net, x, x, steps=steps, **kw)
+        wall = (time.perf_counter() - t) / steps
+    kinds: dict = {}
+    for e in prof.key_averages():
+        kind = PROFILE_KINDS.get(e.key, "everything else (framework, autograd, allocation)")
+        kinds[kind] = kinds.get(kind, 0.0) + e.self_cpu_time_total / 1e6 / steps
+    total = sum(kinds.values())
+    flops = step_flops(c)
+    sizes = [1] + [c.channels] * (c.depth - 1) + [1]
+    fwd = sum(2 * 28 * 28 * a * b * c.kernel_size ** 2 for a, b in zip(sizes, sizes[1:]))
+    return {"config": c.to_dict(), "precision": precision, "steps": steps, "wall_step": wall,
+            "profiled_step": total, "kinds": kinds,
+            "conv_forward_gflops": fwd / kinds["convolutions, forward"] / 1e9,
+            "conv_backward_gflops": (flops - fwd) / kinds["convolutions, backward (input and weight gradients)"] / 1e9}
 
 
 # --- levers, one at a time --------------------------------------------------------------------------
@@ -371,6 +424,8 @@ def main(argv=None) -> None:
     if args.quick:
         lever_configs = dict(list(lever_configs.items())[1:])
     levers = bench_levers(lever_configs, 2 if args.quick else 6, rounds, args.compile)
+    deep = next(case.config for case in cases(args.quick) if case.name == "CNN depth 20, 128 ch")
+    profiles = {p: profile_step(deep, p, 2 if args.quick else 4) for p in ("float32", "bf16")}
     peaks["float32_runs"].append(mm_peak(torch.float32))
     peaks["bf16_runs"].append(mm_peak(torch.bfloat16))
     peaks["float32"], peaks["bf16"] = max(peaks["float32_runs"]), max(peaks["bf16_runs"])
@@ -379,7 +434,7 @@ def main(argv=None) -> None:
     text = report(results, peaks, levers, meta, rounds) + "\n" + estimate(results) + "\n"
     (OUT / "bench.md").write_text(text)
     (OUT / "bench.json").write_text(json.dumps({"meta": meta, "peaks": peaks, "results": results,
-                                                "levers": levers}, indent=1))
+                                                "levers": levers, "profiles": profiles}, indent=1))
     plot(results, OUT / "bench.png")
     print(text)
 

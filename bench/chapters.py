@@ -93,15 +93,19 @@ def time_chapters(names: list[str], cache: Path, jobs: int, warm_only: bool = Fa
     return out, book
 
 
-def report(results: dict, meta: dict, book: dict) -> str:
-    jobs = book.get("jobs", 1)
+def report(results: dict, meta: dict, book: dict | None = None) -> str:
+    if not book:                                           # a run from before chapters ran side by side
+        book = {"jobs": 1, "cold": sum(r["cold"] for r in results.values()),
+                "networks": sum(r["networks"] for r in results.values()),
+                "warm": sum(r["warm"] for r in results.values())}
+    jobs = book["jobs"]
     lines = [f"Chapter execution with default parameters ({meta['date']}, {meta['threads']} torch threads, "
              f"{meta['cpu']}; load average at start {meta['load_start']}, at end {meta['load_end']}):", ""]
     cold = "cold" in book
     lines += ["| chapter | " + ("networks trained | cold cache | " if cold else "") + "warm cache |",
               "|---|" + ("---|---|" if cold else "") + "---|"]
     for name, r in results.items():
-        n = r.get("networks", "")
+        n = r.get("networks", "–")
         lines.append(f"| {name} | " + (f"{n} | {r['cold']:.0f} s | " if cold else "") + f"{r['warm']:.0f} s |")
     if jobs > 1:
         lines.append(f"| sum, one at a time | " + (f"{book['networks']} | | " if cold else "") +

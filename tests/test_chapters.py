@@ -133,6 +133,117 @@ def test_refresh_keeps_the_chapter_when_execution_fails(tmp_path, monkeypatch):
     assert sorted(p.name for p in book.iterdir()) == ["intro.ipynb"]
 
 
+# --- chapters side by side ------------------------------------------------------------------------
+
+def _stamp_command(folder, seconds: dict, fail=()):
+    """A fake chapter: a process that records when it started and ended, sleeps, and may fail."""
+    import sys
+
+    def command(name):
+        code = (f"import time, pathlib, sys; p = pathlib.Path({str(folder)!r}); "
+                f"(p / '{name}.start').write_text(repr(time.time())); time.sleep({seconds.get(name, 0.1)}); "
+                f"(p / '{name}.end').write_text(repr(time.time())); "
+                + (f"sys.stderr.write('Traceback\\nboom in {name}\\n'); sys.exit(3)" if name in fail else "pass"))
+        return [sys.executable, "-c", code]
+    return command
+
+
+def _when(folder, name, event):
+    return float((folder / f"{name}.{event}").read_text())
+
+
+def test_run_parallel_runs_jobs_at_a_time_and_waits_for_a_chapters_prerequisites(tmp_path):
+    command = _stamp_command(tmp_path, {"a": 1.5, "b": 0.3, "c": 0.3})
+    times = ch.run_parallel(["a", "b", "c"], command, jobs=2, needs={"c": ["a"]}, log=lambda t: None)
+    assert set(times) == {"a", "b", "c"} and all(t > 0 for t in times.values())
+    assert _when(tmp_path, "b", "start") < _when(tmp_path, "a", "end")        # a and b side by side
+    assert _when(tmp_path, "c", "start") >= _when(tmp_path, "a", "end")       # c waited for a
+    assert list(times)[-1] == "c"
+
+
+def test_run_parallel_with_one_job_runs_in_order(tmp_path):
+    command = _stamp_command(tmp_path, {"a": 0.2, "b": 0.2})
+    ch.run_parallel(["a", "b"], command, jobs=1, log=lambda t: None)
+    assert _when(tmp_path, "b", "start") >= _when(tmp_path, "a", "end")
+
+
+def test_a_failing_chapter_stops_no_other_and_is_named_at_the_end(tmp_path):
+    command = _stamp_command(tmp_path, {}, fail={"b"})
+    with pytest.raises(ch.ChapterFailed) as err:
+        ch.run_parallel(["a", "b", "c"], command, jobs=2, needs={"c": ["b"]}, log=lambda t: None)
+    assert err.value.failed == {"b": "Traceback | boom in b"}
+    assert set(err.value.times) == {"a", "c"}                  # c still ran: it trains what it needs
+    assert "boom in b" in str(err.value) and "stored outputs are unchanged" in str(err.value)
+
+
+def test_run_parallel_refuses_a_cycle_and_zero_jobs(tmp_path):
+    command = _stamp_command(tmp_path, {})
+    with pytest.raises(ValueError, match="wait on each other: a, b"):
+        ch.run_parallel(["a", "b"], command, jobs=2, needs={"a": ["b"], "b": ["a"]}, log=lambda t: None)
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        ch.run_parallel(["a"], command, jobs=0)
+
+
+def test_chapters_that_load_other_chapters_networks_wait_for_them():
+    assert ch.after("layers") == ["deep_cnn"]            # its 7-, 14- and 20-layer networks
+    assert ch.after("nonlinear_fcn") == ["linear_fcn"]   # Fig. 2's linear rows
+    for name in CHAPTERS:
+        assert set(ch.after(name)) <= set(CHAPTERS) - {name}
+
+
+def test_refresh_all_stores_the_chapters_that_succeed_and_keeps_a_failing_one(tmp_path, monkeypatch):
+    book = tmp_path / "book"
+    book.mkdir()
+    nb = nbformat.read(ch.chapters()["intro"], as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(nb, book / "intro.ipynb")                           # intro without its outputs
+    nb.cells.append(nbformat.v4.new_code_cell("raise RuntimeError('boom: this chapter fails')"))
+    nbformat.write(nb, book / "broken.ipynb")
+    broken = (book / "broken.ipynb").read_bytes()
+    monkeypatch.setenv("IDENTLIB_BOOK_DIR", str(book))
+    with pytest.raises(ch.ChapterFailed) as err:
+        ch.refresh_all(jobs=2)
+    assert list(err.value.failed) == ["broken"] and "boom: this chapter fails" in str(err.value)
+    assert (book / "broken.ipynb").read_bytes() == broken
+    assert "{'train_index': 15, 'seed': 0}" in outputs(book / "intro.ipynb")   # executed, stored
+    assert sorted(p.name for p in book.iterdir()) == ["broken.ipynb", "intro.ipynb"]
+
+
+def test_cli_refresh_refuses_zero_jobs_and_unknown_chapters(capsys):
+    assert main(["refresh", "--jobs", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "identlib: --jobs must be >= 1 (got 0)"
+    assert main(["refresh", "--jobs", "2", "linear"]) == 2
+    assert "unknown chapter 'linear'" in capsys.readouterr().err
+
+
+def test_parameters_validate_without_torch():
+    """The notebook runner validates every chapter's parameters without importing torch (it is
+    lazy), and the layer chapter's rules do not depend on importing identlib.layers first."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom identlib import chapters as ch\n"
+            "for name in ch.chapters(): ch.resolve(name, {})\n"
+            "try:\n    ch.resolve('layers', {'summary': 'max'})\nexcept Exception as err:\n    print(err)\n"
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines() == ["summary must be one of pc, mean (got 'max')", "False"]
+
+
+def test_lazy_package_keeps_its_names():
+    import identlib as il
+    import identlib.experiments  # noqa: F401  (imports the submodule identlib.train)
+
+    from identlib.train import train
+
+    assert il.train is train                             # the function, not the submodule
+    assert all(hasattr(il, name) for name in il.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        il.nope
+
+
 # --- every chapter executed by papermill with non-default parameters ----------------------------
 
 def test_intro_with_another_training_image(tmp_path):
