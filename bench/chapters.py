@@ -115,8 +115,9 @@ def report(results: dict, meta: dict, book: dict | None = None) -> str:
                  f"**{book['warm']:.0f} s** |")
     text = "\n".join(lines) + "\n"
     if jobs > 1:
-        text += (f"\nThe chapters' cold times overlap ({jobs} chapters at a time); the book's times are the "
-                 f"wall time of the whole pass. The warm column is each chapter alone; run {jobs} at a time, "
+        text += (f"\nThe chapters' cold times overlap ({jobs} chapters at a time), so the networks each one "
+                 f"trained are not told apart" + (f" ({book['networks']} in all)" if "networks" in book else "") +
+                 f"; the book's times are the wall time of the whole pass. The warm column is each chapter alone; run {jobs} at a time, "
                  f"the warm pass took {book['warm']:.0f} s against {book['warm serial']:.0f} s one at a time "
                  f"({book['warm serial'] / book['warm']:.2f}x), in the same run.\n")
     return text

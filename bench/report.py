@@ -339,6 +339,7 @@ def main() -> None:
         page = replace(page, "bench", bench_section(b))
         page = replace(page, "levers", lever_section(b))
         page = replace(page, "profile", profile_section(b))
+        done.append("profile")
         page = replace(page, "estimate", estimate_section(b))
         done.append("bench")
         if (OUT / "bench.png").exists():
