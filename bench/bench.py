@@ -67,16 +67,20 @@ def cases(quick: bool) -> list[Case]:
 
 # --- arithmetic and peak ----------------------------------------------------------------------------
 
-def step_flops(c: il.RunConfig) -> float:
-    """Multiply-add arithmetic of one training step (x2 FLOP): forward, weight gradient, and input
-    gradient for every layer but the first (the input needs none)."""
+def forward_flops(c: il.RunConfig) -> list[float]:
+    """Arithmetic of each layer's forward pass over one batch (x2 FLOP per multiply-add)."""
     batch = c.batch_size or c.n_train
     if c.model == "cnn":
         sizes = [1] + [c.channels] * (c.depth - 1) + [1]
-        per_pass = [2 * batch * 28 * 28 * a * b * c.kernel_size ** 2 for a, b in zip(sizes, sizes[1:])]
-    else:
-        sizes = [784] + [c.width] * (c.depth - 1) + [784]
-        per_pass = [2 * batch * a * b for a, b in zip(sizes, sizes[1:])]
+        return [2 * batch * 28 * 28 * a * b * c.kernel_size ** 2 for a, b in zip(sizes, sizes[1:])]
+    sizes = [784] + [c.width] * (c.depth - 1) + [784]
+    return [2 * batch * a * b for a, b in zip(sizes, sizes[1:])]
+
+
+def step_flops(c: il.RunConfig) -> float:
+    """Arithmetic of one training step: forward, weight gradient, and input gradient for every
+    layer but the first (the input needs none)."""
+    per_pass = forward_flops(c)
     return 3 * sum(per_pass) - per_pass[0]
 
 
@@ -262,8 +266,7 @@ def profile_step(c: il.RunConfig, precision: str, steps: int = 4) -> dict:
         kinds[kind] = kinds.get(kind, 0.0) + e.self_cpu_time_total / 1e6 / steps
     total = sum(kinds.values())
     flops = step_flops(c)
-    sizes = [1] + [c.channels] * (c.depth - 1) + [1]
-    fwd = sum(2 * 28 * 28 * a * b * c.kernel_size ** 2 for a, b in zip(sizes, sizes[1:]))
+    fwd = sum(forward_flops(c))
     return {"config": c.to_dict(), "precision": precision, "steps": steps, "wall_step": wall,
             "profiled_step": total, "kinds": kinds,
             "conv_forward_gflops": fwd / kinds["convolutions, forward"] / 1e9,

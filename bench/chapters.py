@@ -93,11 +93,18 @@ def time_chapters(names: list[str], cache: Path, jobs: int, warm_only: bool = Fa
     return out, book
 
 
+def book_totals(results: dict, book: dict | None) -> dict:
+    """The book's totals of a run; a run from before chapters ran side by side stored none (one
+    chapter at a time: the sums)."""
+    if book:
+        return book
+    return {"jobs": 1, "cold": sum(r["cold"] for r in results.values()),
+            "networks": sum(r["networks"] for r in results.values()),
+            "warm": sum(r["warm"] for r in results.values())}
+
+
 def report(results: dict, meta: dict, book: dict | None = None) -> str:
-    if not book:                                           # a run from before chapters ran side by side
-        book = {"jobs": 1, "cold": sum(r["cold"] for r in results.values()),
-                "networks": sum(r["networks"] for r in results.values()),
-                "warm": sum(r["warm"] for r in results.values())}
+    book = book_totals(results, book)
     jobs = book["jobs"]
     lines = [f"Chapter execution with default parameters ({meta['date']}, {meta['threads']} torch threads, "
              f"{meta['cpu']}; load average at start {meta['load_start']}, at end {meta['load_end']}):", ""]

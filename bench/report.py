@@ -244,10 +244,10 @@ def verdict_section(rows: list) -> str:
 
 def book_times(c: dict) -> tuple[float, float, int]:
     """The whole book's cold and warm times (s) as ``make chapters`` waits for them, and its jobs."""
-    if "book" in c:
-        return c["book"]["cold"], c["book"]["warm"], c["book"]["jobs"]
-    results = c["chapters"]                         # a run before chapters ran side by side
-    return sum(r["cold"] for r in results.values()), sum(r["warm"] for r in results.values()), 1
+    import chapters                                 # bench/chapters.py
+
+    book = chapters.book_totals(c["chapters"], c.get("book"))
+    return book["cold"], book["warm"], book["jobs"]
 
 
 def chapter_section(c: dict, toc: list[str]) -> str:

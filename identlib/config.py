@@ -196,22 +196,20 @@ def _unit(name, v):
         raise ConfigError(f"{name}: every value must be a number in [0, 1] (got {v!r})")
 
 
-def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"{name} must be an integer >= 1 (got {v!r})")
+def _int_at_least(least):
+    def rule(name, v):
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise ConfigError(f"{name} must be an integer >= {least} (got {v!r})")
+    return rule
+
+
+_positive_int = _int_at_least(1)
 
 
 # Rules for chapter parameters that are not config fields: scalars, and sweep axes (per element).
 def _count(name, v):
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise ConfigError(f"{name} must be an integer >= 0, 0 to skip (got {v!r})")
-
-
-def _int_at_least(least):
-    def rule(name, v):
-        if isinstance(v, bool) or not isinstance(v, int) or v < least:
-            raise ConfigError(f"{name} must be an integer >= {least} (got {v!r})")
-    return rule
 
 
 SUMMARIES = ("pc", "mean")    # how identlib.layers sums a layer's channels into one map
@@ -228,7 +226,7 @@ RULES = {
     "n_test": _positive_int,
     "epochs": _positive_int,
     "summary": _summary,             # the layer chapter
-    "ring_width": _int_at_least(1),
+    "ring_width": _positive_int,
 }
 # A chapter section that trains with other settings names them <field><suffix> (lr_60k).
 SECTION_SUFFIXES = ("_60k",)
