@@ -84,15 +84,16 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """Content digest: the sorted JSON of the fields, the package and torch versions and the
-        source of the modules that shape a result (so a code change never reuses stale results)."""
+        """Content digest of the trained network: the sorted JSON of the fields, the package and
+        torch versions and the source of the modules that train it (:data:`DIGEST_MODULES`), so
+        a change to training code never reuses stale networks and a change elsewhere keeps them."""
         import torch
 
         from . import __version__
 
         payload = json.dumps(
             {"config": self.to_dict(), "identlib": __version__, "torch": torch.__version__,
-             "source": source_digest()},
+             "source": source_digest("network")},
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -104,13 +105,29 @@ class RunConfig:
         return f"cnn-{self.activation}-d{self.depth}-c{self.channels}-k{self.kernel_size}"
 
 
-RESULT_MODULES = ("config.py", "data.py", "models.py", "train.py", "engine.py", "experiments.py")
+# The modules whose source shapes each kind of stored thing. A trained network depends on the data,
+# the model and training; a score table (``identlib.sweep``) on the network and on metrics.py; layer
+# maps (``identlib.layers``) on the network and on layers.py. The results cache keys each kind on
+# the source of its modules, so editing metrics.py recomputes scores but keeps every network, and
+# editing code outside these lists (the command line, plotting, the benchmarks) invalidates nothing.
+DIGEST_MODULES = {
+    "network": ("data.py", "models.py", "train.py"),
+    "scores": ("metrics.py",),
+    "layers": ("layers.py",),
+}
 
 
-def source_digest() -> str:
+def source_digest(kind: str = "network") -> str:
+    """Digest of the source of :data:`DIGEST_MODULES` ``[kind]``.
+
+    >>> source_digest("scores") != source_digest("network")
+    True
+    """
+    if kind not in DIGEST_MODULES:
+        raise ValueError(f"kind must be one of {', '.join(DIGEST_MODULES)} (got {kind!r})")
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for name in RESULT_MODULES:
+    for name in DIGEST_MODULES[kind]:
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]
 

@@ -36,7 +36,7 @@ import torch
 
 __all__ = [
     "DataError", "DATASETS", "data_source", "fetch", "load", "parse_idx", "training_image",
-    "first_index", "patterns", "Panel", "test_panel", "probes", "test_images",
+    "first_index", "patterns", "Panel", "test_panel", "probes", "test_images", "training_set",
 ]
 
 SIDE = 28  # MNIST images are 28 x 28
@@ -210,6 +210,21 @@ def training_image(index: int = 15, dataset: str = "mnist") -> torch.Tensor:
     if not 0 <= index < len(images):
         raise DataError(f"train_index must be in [0, {len(images) - 1}], got {index}")
     return _to_tensor(images[index])
+
+
+def training_set(config) -> torch.Tensor:
+    """The training inputs (= targets) of a :class:`~identlib.config.RunConfig`: x̂ alone
+    (1, 1, 28, 28), or the first ``n_train`` MNIST training images, in the config's dtype."""
+    if config.n_train == 1:
+        x = training_image(config.train_index).unsqueeze(0)
+    else:
+        images = load("mnist", "train")[0]
+        if config.n_train > len(images):
+            from .config import ConfigError
+
+            raise ConfigError(f"n_train must be <= {len(images)} (got {config.n_train})")
+        x = _to_tensor(images[:config.n_train])
+    return x.to(getattr(torch, config.dtype))
 
 
 def test_images(dataset: str = "mnist", n: int | None = None) -> torch.Tensor:

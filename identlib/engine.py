@@ -263,3 +263,25 @@ def seed_groups(configs) -> list[list]:
         groups.setdefault(c.replace(seed=0), []).append(c)
     return [members[i:i + MAX_GROUP] for members in groups.values()
             for i in range(0, len(members), MAX_GROUP)]
+
+
+def fit_configs(configs, progress=None) -> list[tuple[dict, dict]]:
+    """For configs that differ only in ``seed``, trained together as one grouped network: per
+    config the payload :func:`identlib.experiments.run` would cache and the initial weights, each
+    member drawn as :func:`identlib.train.fit` draws it."""
+    from .data import training_set
+    from .models import build_model
+    from .train import one_thread
+
+    c = configs[0]
+    gens = [torch.Generator().manual_seed(m.seed) for m in configs]
+    models = [build_model(m, g) for m, g in zip(configs, gens)]
+    init_states = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
+    x = training_set(c)
+    with one_thread():
+        trained = fit_group(models, x, x, generators=gens, optimizer=c.optimizer, lr=c.lr,
+                            steps=c.steps, momentum=c.momentum, loss_reduction=c.loss_reduction,
+                            tol=c.tol, batch_size=c.batch_size, precision=c.precision,
+                            progress=progress, name=c.label())
+    return [({"state_dict": state, "loss": torch.from_numpy(out.loss), "converged": out.converged}, init)
+            for (out, state), init in zip(trained, init_states)]

@@ -1,38 +1,28 @@
-"""Runs, the results cache and sweeps.
+"""Runs and sweeps over the results cache (:mod:`identlib.cache`).
 
 ``run(config)`` loads the trained network from the cache if this exact config (by content digest)
 was trained before, and trains and stores it otherwise. A sweep is a list of configs from
 :func:`grid`; :func:`evaluate` turns trained runs and test inputs into a tidy table (one row per
-run × input) that seaborn plots directly.
-
-The cache lives in ``$IDENTLIB_CACHE_DIR/results`` (default ``~/.cache/identlib/results``), one
-folder per digest holding ``config.json`` and ``result.pt``. A result is written into a temporary
-folder and renamed into place in one step, so an interrupted run never leaves a half-written
-result behind.
+run × input) that seaborn plots directly, and :func:`sweep` caches that table beside each network.
 
 :func:`run_all` and :func:`sweep` can train their uncached configs in ``workers`` processes of one
 thread each, the costliest first: on a small CPU two one-thread processes train about twice as
 fast as one process with two threads (small convolutions do not split well over threads, and
 threads that wait on each other stall badly when the machine is busy).
 
-Every network that goes into the cache is trained **alone and on one thread** (:func:`one_thread`),
-in this process or in a worker. Two threads round differently from one, and so does training
-several seeds as one grouped network (:mod:`identlib.engine`; bit for bit at some sizes but not at
-all of them), and a deep CNN amplifies such differences into other printed numbers. Trained this way, a
-cached network is a function of its config alone: it does not depend on which chapter, sweep or
-worker count trained it first, nor on ``$IDENTLIB_THREADS`` (the threads of everything else, such
-as evaluation). The grouped engine stays available for benchmarks and for experiments that do not
-need that guarantee (:func:`identlib.engine.fit_group`).
+Every network that goes into the cache is trained alone and on one thread
+(:func:`identlib.train.fit`), in this process or in a worker, so that it does not depend on which
+chapter, sweep or worker count trained it first, nor on ``$IDENTLIB_THREADS``. It still depends on
+the CPU's kernels (AVX2 or AVX-512) and on the device, as every floating-point computation does:
+the book states its results as claims that hold across them (:mod:`identlib.claims`), and each
+cached network records where it was trained (:func:`identlib.cache.platform_of`).
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +30,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data, engine
+from . import cache, data
 from .config import RunConfig
-from .metrics import scores
-from .models import build_model
-from .train import TrainingDiverged, train
+from .metrics import score_frame
+from .models import build_model, layer_sizes, predict
+from .train import TrainingDiverged, fit, one_thread
 
 __all__ = ["Run", "cache_dir", "run", "run_all", "grid", "predict", "evaluate", "sweep",
            "training_set", "one_thread"]
+
+training_set = data.training_set
 
 # Trained weights larger than this are not stored (a width-4096 FCN of depth 8 is 500 MB); their
 # scores still are, by :func:`sweep`.
@@ -61,6 +53,7 @@ class Run:
     loss: np.ndarray          # training loss history
     converged: bool
     init_state: dict | None = None  # initial weights, kept only when asked for (theory checks)
+    platform: dict | None = None    # where it was trained (CPU, instruction set, torch, device)
 
     @property
     def final_loss(self) -> float:
@@ -68,85 +61,24 @@ class Run:
 
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("IDENTLIB_CACHE_DIR", "~/.cache/identlib")).expanduser()
-    return root / "results"
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run the block on one torch thread, then restore the thread count.
-
-    Every network stored in the cache is trained inside it, so its weights do not depend on the
-    thread count of the process that trained it (see the module docstring).
-
-    >>> n = torch.get_num_threads()
-    >>> with one_thread():
-    ...     torch.get_num_threads()
-    1
-    >>> torch.get_num_threads() == n
-    True
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def training_set(config: RunConfig) -> torch.Tensor:
-    """The training inputs (= targets) of a config: x̂ alone, or the first n MNIST training images."""
-    if config.n_train == 1:
-        x = data.training_image(config.train_index).unsqueeze(0)        # (1, 1, 28, 28)
-    else:
-        images = data.load("mnist", "train")[0]
-        if config.n_train > len(images):
-            raise ValueError(f"n_train must be <= {len(images)} (got {config.n_train})")
-        x = data._to_tensor(images[:config.n_train])
-    return x.to(getattr(torch, config.dtype))
+    """The results cache folder (:func:`identlib.cache.root`)."""
+    return cache.root()
 
 
 def _train(config: RunConfig, progress) -> tuple[dict, dict]:
-    gen = torch.Generator().manual_seed(config.seed)
-    model = build_model(config, gen)
-    init_state = {k: v.clone() for k, v in model.state_dict().items()}
-    x = training_set(config)
-    with one_thread():
-        out = train(model, x, x, optimizer=config.optimizer, lr=config.lr, steps=config.steps,
-                    momentum=config.momentum, loss_reduction=config.loss_reduction, tol=config.tol,
-                    batch_size=config.batch_size, generator=gen, precision=config.precision,
-                    progress=progress, name=config.label())
+    """Train a config: its cache payload and its initial weights."""
+    model, out, init_state = fit(config, progress=progress)
     result = {"state_dict": model.state_dict(), "loss": torch.from_numpy(out.loss),
               "converged": out.converged}
     return result, init_state
 
 
-def _train_group(configs: list[RunConfig], progress) -> list[tuple[dict, dict]]:
-    """What :func:`_train` returns for each config, for configs that differ only in ``seed``,
-    trained together as one grouped network."""
-    c = configs[0]
-    gens = [torch.Generator().manual_seed(m.seed) for m in configs]
-    models = [build_model(m, g) for m, g in zip(configs, gens)]     # each drawn as _train draws it
-    init_states = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
-    x = training_set(c)
-    with one_thread():
-        trained = engine.fit_group(models, x, x, generators=gens, optimizer=c.optimizer, lr=c.lr,
-                                   steps=c.steps, momentum=c.momentum, loss_reduction=c.loss_reduction,
-                                   tol=c.tol, batch_size=c.batch_size, precision=c.precision,
-                                   progress=progress, name=c.label())
-    return [({"state_dict": state, "loss": torch.from_numpy(out.loss), "converged": out.converged}, init)
-            for (out, state), init in zip(trained, init_states)]
-
-
 def _stored_mb(config: RunConfig) -> float:
     """Size of a config's trained weights, from its shape alone."""
     c = config
-    if c.model == "fcn":
-        sizes = [28 * 28] + [c.width] * (c.depth - 1) + [28 * 28]
-        n = sum(a * b + (b if c.bias else 0) for a, b in zip(sizes, sizes[1:]))
-    else:
-        sizes = [1] + [c.channels] * (c.depth - 1) + [1]
-        n = sum(a * b * c.kernel_size ** 2 + (b if c.bias else 0) for a, b in zip(sizes, sizes[1:]))
+    sizes = layer_sizes(c)
+    per_weight = 1 if c.model == "fcn" else c.kernel_size ** 2
+    n = sum(a * b * per_weight + (b if c.bias else 0) for a, b in zip(sizes, sizes[1:]))
     return n * (8 if c.dtype == "float64" else 4) / 2**20
 
 
@@ -157,8 +89,7 @@ def _train_in_workers(configs, keep_init: bool = False, workers: int = 0) -> Non
     large to store. A config that diverges is left to :func:`run`, which retrains and reports it."""
     if workers < 1:
         return
-    todo = [c for c in dict.fromkeys(configs)
-            if not (cache_dir() / c.digest() / "result.pt").exists() and _stored_mb(c) <= MAX_STORED_MB]
+    todo = [c for c in dict.fromkeys(configs) if not cache.has(c) and _stored_mb(c) <= MAX_STORED_MB]
     if not todo:
         return
     todo.sort(key=lambda c: -_step_cost(c))
@@ -185,7 +116,7 @@ def _train_and_store(config: RunConfig, keep_init: bool) -> None:
         result, init_state = _train(config, False)
     except TrainingDiverged:
         return
-    _store(cache_dir() / config.digest(), config, result, init_state if keep_init else None)
+    cache.store_result(config, result, init_state if keep_init else None)
 
 
 def _step_cost(c: RunConfig) -> float:
@@ -198,51 +129,35 @@ def _step_cost(c: RunConfig) -> float:
     return float(per_step * c.steps)
 
 
-def _store(path: Path, config: RunConfig, result: dict, init_state: dict | None) -> None:
-    """Write into a temporary sibling folder, then rename it into place (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
-    try:
-        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
-        payload = dict(result)
-        if init_state is not None:
-            payload["init_state"] = init_state
-        torch.save(payload, tmp / "result.pt")
-        if path.exists():                            # enriching an entry (e.g. adding init_state)
-            os.replace(tmp / "result.pt", path / "result.pt")
-        else:
-            try:
-                os.rename(tmp, path)
-            except OSError:
-                if not (path / "result.pt").exists():   # not a concurrent writer's finished result
-                    raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def run(config: RunConfig, *, cache: bool = True, keep_init: bool = False,
         progress: bool | None = None) -> Run:
     """The trained network of ``config``: from the cache if present, else trained (and stored).
 
     ``keep_init`` also returns (and stores) the initial weights, for comparisons with theory.
+    ``cache=False`` neither reads nor writes the cache.
     """
-    path = cache_dir() / config.digest()
-    payload = None
-    if cache and (path / "result.pt").exists():
-        payload = torch.load(path / "result.pt", weights_only=True)
-        if keep_init and "init_state" not in payload:
+    return _run(config, use_cache=cache, keep_init=keep_init, progress=progress)
+
+
+def _run(config: RunConfig, *, use_cache: bool, keep_init: bool, progress) -> Run:
+    payload, where = None, None
+    if use_cache:
+        payload = cache.load_result(config)
+        if payload is not None and keep_init and "init_state" not in payload:
             payload = None                                   # retrain to recover the init
+        where = cache.platform_of(config) if payload is not None else None
     if payload is None:
+        from .runtime import platform
+
         result, init_state = _train(config, progress)
-        payload = dict(result, init_state=init_state)
-        size_mb = sum(v.numel() * v.element_size() for v in result["state_dict"].values()) / 2**20
-        if cache and size_mb <= MAX_STORED_MB:
-            _store(path, config, result, init_state if keep_init else None)
-    model = build_model(config, torch.Generator().manual_seed(config.seed))
+        payload, where = dict(result, init_state=init_state), platform()
+        if use_cache and _stored_mb(config) <= MAX_STORED_MB:
+            cache.store_result(config, result, init_state if keep_init else None)
+    model = build_model(config)
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return Run(config, model, payload["loss"].numpy(), bool(payload["converged"]),
-               payload.get("init_state") if keep_init else None)
+               payload.get("init_state") if keep_init else None, where)
 
 
 def grid(base: RunConfig, **axes) -> list[RunConfig]:
@@ -272,14 +187,6 @@ def run_all(configs, *, cache: bool = True, keep_init: bool = False,
     return [run(c, cache=cache, keep_init=keep_init, progress=progress) for c in configs]
 
 
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    """The model's outputs on ``images`` (N, 1, 28, 28), float32, in eval mode."""
-    dtype = next(model.parameters()).dtype
-    outs = [model(images[i:i + batch].to(dtype)).float() for i in range(0, len(images), batch)]
-    return torch.cat(outs)
-
-
 def evaluate(runs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, fields=None,
              **columns) -> "pd.DataFrame":
     """Tidy table of scores: one row per run × input image.
@@ -296,15 +203,8 @@ def evaluate(runs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, f
 
 
 def _score_frame(r: Run, inputs, x_hat, columns) -> "pd.DataFrame":
-    import pandas as pd
-
     target = x_hat if x_hat is not None else data.training_image(r.config.train_index)
-    s = scores(predict(r.model, inputs), inputs, target)
-    df = pd.DataFrame({k: list(v) for k, v in columns.items()})
-    for k, v in s.items():
-        df[k] = v.numpy()
-    df["final_loss"] = r.final_loss        # training loss at the end, to tell converged runs apart
-    return df
+    return score_frame(predict(r.model, inputs), inputs, target, columns, final_loss=r.final_loss)
 
 
 def _with_fields(configs, frames, fields) -> "pd.DataFrame":
@@ -324,15 +224,13 @@ def _with_fields(configs, frames, fields) -> "pd.DataFrame":
     return pd.concat(out, ignore_index=True)
 
 
-def _inputs_key(inputs: torch.Tensor, x_hat, columns: dict) -> str:
-    import hashlib
-
-    h = hashlib.sha256(inputs.float().contiguous().numpy().tobytes())
+def _scores_name(inputs: torch.Tensor, x_hat, columns: dict) -> str:
+    """The cache file of a score table: keyed by the inputs, x̂, the labels and the scoring code."""
+    key = inputs.float().contiguous().numpy().tobytes()
     if x_hat is not None:
-        h.update(x_hat.float().contiguous().numpy().tobytes())
-    h.update(json.dumps({k: [str(v) for v in vals] for k, vals in columns.items()},
-                        sort_keys=True).encode())
-    return h.hexdigest()[:16]
+        key += x_hat.float().contiguous().numpy().tobytes()
+    key += json.dumps({k: [str(v) for v in vals] for k, vals in columns.items()}, sort_keys=True).encode()
+    return cache.artifact_name("scores", "scores", key)
 
 
 def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, fields=None,
@@ -352,39 +250,34 @@ def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, f
     import pandas as pd
 
     configs = list(configs)
-    key = _inputs_key(inputs, x_hat, columns)
-    _train_in_workers([c for c in configs if not (cache_dir() / c.digest() / f"scores-{key}.pkl").exists()
-                       and not (diverged == "report" and (cache_dir() / c.digest() / "diverged.txt").exists())],
-                      workers=workers)
+    name = _scores_name(inputs, x_hat, columns)
+
+    def known(c):
+        return (cache.entry(c) / name).exists() or (diverged == "report" and (cache.entry(c) / DIVERGED).exists())
+
+    _train_in_workers([c for c in configs if not known(c)], workers=workers)
     frames = []
     for c in configs:
-        folder = cache_dir() / c.digest()
-        path = folder / f"scores-{key}.pkl"
-        if path.exists():
-            frames.append(pd.read_pickle(path))
-            continue
-        marker = folder / "diverged.txt"
-        if diverged == "report" and marker.exists():
-            frames.append(_diverged_frame(len(inputs), columns))
-            continue
-        try:
-            df = _score_frame(run(c, progress=progress), inputs, x_hat, columns)
-        except TrainingDiverged as err:
-            if diverged == "raise":
-                raise
-            folder.mkdir(parents=True, exist_ok=True)
-            _atomic_write(marker, lambda f: f.write(str(err).encode()))
-            frames.append(_diverged_frame(len(inputs), columns))
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / "config.json").exists():
-            _atomic_write(folder / "config.json",
-                          lambda f: f.write(json.dumps(c.to_dict(), indent=1, sort_keys=True).encode()))
-        _atomic_write(path, lambda f: df.to_pickle(f))
+        df = cache.read_artifact(c, name, pd.read_pickle)
+        if df is None and diverged == "report" and (cache.entry(c) / DIVERGED).exists():
+            df = _diverged_frame(len(inputs), columns)
+        if df is None:
+            try:
+                df = _score_frame(run(c, progress=progress), inputs, x_hat, columns)
+            except TrainingDiverged as err:
+                if diverged == "raise":
+                    raise
+                cache.write_artifact(c, DIVERGED, lambda f: f.write(str(err).encode()))
+                df = _diverged_frame(len(inputs), columns)
+            else:
+                cache.write_artifact(c, name, lambda f: df.to_pickle(f))
         frames.append(df)
     if diverged == "report":
         frames = [f if "diverged" in f else f.assign(diverged=False) for f in frames]
     return _with_fields(configs, frames, fields)
+
+
+DIVERGED = "diverged.txt"     # marker of a config whose training diverges (sweep's diverged="report")
 
 
 def _diverged_frame(n: int, columns: dict) -> "pd.DataFrame":
@@ -395,14 +288,3 @@ def _diverged_frame(n: int, columns: dict) -> "pd.DataFrame":
         df[m] = np.nan
     df["diverged"] = True
     return df
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -22,16 +22,17 @@ records the layer maps at chosen steps of a training run (cached).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
 import torch
 
-from . import experiments
-from .config import SUMMARIES, RunConfig
+from . import cache
+from .config import RunConfig
 from .models import build_model
-from .train import train
+from .train import fit
+
+SUMMARIES = ("pc", "mean")    # how a layer's channels are summed into one map
 
 __all__ = ["SUMMARIES", "LayerMaps", "hidden_states", "channel_summary", "layer_maps", "input_share",
            "spatial_std", "border_distance", "ring_correlation", "ring_profile", "training_maps"]
@@ -178,10 +179,10 @@ def ring_profile(maps: torch.Tensor, width: int = 2) -> torch.Tensor:
     return out.reshape(*maps.shape[:-2], -1)
 
 
-def _maps_path(config: RunConfig, at, images: torch.Tensor, summary: str):
-    h = hashlib.sha256(json.dumps({"at": list(at), "summary": summary}).encode())
-    h.update(images.float().contiguous().numpy().tobytes())
-    return experiments.cache_dir() / config.digest() / f"layer-maps-{h.hexdigest()[:16]}.pt"
+def _maps_name(at, images: torch.Tensor, summary: str) -> str:
+    key = json.dumps({"at": list(at), "summary": summary}).encode()
+    return cache.artifact_name("layer-maps", "layers", key + images.float().contiguous().numpy().tobytes(),
+                               suffix=".pt")
 
 
 def training_maps(config: RunConfig, at, images: torch.Tensor, summary: str = "pc") -> dict[int, LayerMaps]:
@@ -196,30 +197,21 @@ def training_maps(config: RunConfig, at, images: torch.Tensor, summary: str = "p
     at = sorted({int(t) for t in at})
     if at[0] < 0 or at[-1] > config.steps:
         raise ValueError(f"steps to record must lie in 0..{config.steps} (got {at})")
-    path = _maps_path(config, at, images, summary)
-    if path.exists():
-        saved = torch.load(path, weights_only=True)
+    name = _maps_name(at, images, summary)
+    saved = cache.read_artifact(config, name, lambda p: torch.load(p, weights_only=True))
+    if saved is not None:
         return {t: LayerMaps(m, f, summary) for t, m, f in zip(saved["at"], saved["maps"], saved["captured"])}
-    gen = torch.Generator().manual_seed(config.seed)         # as experiments._train draws it
-    model = build_model(config, gen)
-    x = experiments.training_set(config)
     recorded = {}
 
     def record(t, net):
         if t in at:
             recorded[t] = layer_maps(net, images, summary)
 
-    record(0, model)
-    with experiments.one_thread():                           # as every cached network is trained
-        out = train(model, x, x, optimizer=config.optimizer, lr=config.lr, steps=max(at[-1], 1),
-                    momentum=config.momentum, loss_reduction=config.loss_reduction, tol=0.0,
-                    batch_size=config.batch_size, generator=gen, precision=config.precision,
-                    name=config.label(), callback=record)
-    result_dir = experiments.cache_dir() / config.digest()
-    if at[-1] == config.steps and config.tol == 0 and not (result_dir / "result.pt").exists():
-        experiments._store(result_dir, config, {"state_dict": model.state_dict(),
-                                                "loss": torch.from_numpy(out.loss), "converged": out.converged}, None)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    record(0, build_model(config))                            # the draw fit() starts from
+    model, out, _ = fit(config, steps=max(at[-1], 1), tol=0.0, callback=record)
+    if at[-1] == config.steps and config.tol == 0 and not cache.has(config):
+        cache.store_result(config, {"state_dict": model.state_dict(), "loss": torch.from_numpy(out.loss),
+                                    "converged": out.converged})
     payload = {"at": at, "maps": [recorded[t].maps for t in at], "captured": [recorded[t].captured for t in at]}
-    experiments._atomic_write(path, lambda f: torch.save(payload, f))
+    cache.write_artifact(config, name, lambda f: torch.save(payload, f))
     return {t: recorded[t] for t in at}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["pearson", "scores", "verdict", "summarize", "METRICS"]
+__all__ = ["pearson", "scores", "score_frame", "verdict", "summarize", "METRICS"]
 
 METRICS = ("corr_identity", "corr_constant", "mse_identity", "mse_constant")
 
@@ -41,6 +41,20 @@ def scores(pred: torch.Tensor, inputs: torch.Tensor, x_hat: torch.Tensor) -> dic
         "mse_identity": ((flat - x) ** 2).mean(1),
         "mse_constant": ((flat - t) ** 2).mean(1),
     }
+
+
+def score_frame(pred: torch.Tensor, inputs: torch.Tensor, x_hat: torch.Tensor, columns: dict | None = None,
+                final_loss: float | None = None) -> "pd.DataFrame":
+    """:func:`scores` as a table, one row per input, after the per-input label ``columns``; with
+    ``final_loss`` (the network's training loss at the end) as a last column."""
+    import pandas as pd
+
+    df = pd.DataFrame({k: list(v) for k, v in (columns or {}).items()}, index=range(len(inputs)))
+    for k, v in scores(pred, inputs, x_hat).items():
+        df[k] = v.numpy()
+    if final_loss is not None:
+        df["final_loss"] = final_loss
+    return df
 
 
 def verdict(corr_identity: float, corr_constant: float) -> str:

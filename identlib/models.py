@@ -21,7 +21,7 @@ from torch import nn
 
 from .config import RunConfig
 
-__all__ = ["FCN", "CNN", "build_model", "initialize", "n_weights"]
+__all__ = ["FCN", "CNN", "build_model", "initialize", "n_weights", "layer_sizes", "predict"]
 
 DIM = 28 * 28
 
@@ -33,7 +33,7 @@ def _activation(name: str) -> nn.Module:
 class FCN(nn.Module):
     def __init__(self, depth: int, width: int = 784, activation: str = "relu", bias: bool = False):
         super().__init__()
-        sizes = [DIM] + [width] * (depth - 1) + [DIM]
+        sizes = layer_sizes(RunConfig(model="fcn", depth=depth, width=width))
         self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(sizes, sizes[1:]))
         self.act = _activation(activation)
 
@@ -54,7 +54,7 @@ class CNN(nn.Module):
     def __init__(self, depth: int, channels: int = 128, kernel_size: int = 5, activation: str = "relu",
                  bias: bool = False, padding: str = "zeros"):
         super().__init__()
-        sizes = [1] + [channels] * (depth - 1) + [1]
+        sizes = layer_sizes(RunConfig(model="cnn", depth=depth, channels=channels))
         self.layers = nn.ModuleList(
             nn.Conv2d(a, b, kernel_size, padding=kernel_size // 2, padding_mode=padding, bias=bias)
             for a, b in zip(sizes, sizes[1:])
@@ -99,8 +99,11 @@ def initialize(model: nn.Module, scheme: str, scale: float, generator: torch.Gen
                     layer.bias.zero_()
 
 
-def build_model(config: RunConfig, generator: torch.Generator) -> nn.Module:
-    """The network a config describes, initialized from ``generator``, in the config's dtype."""
+def build_model(config: RunConfig, generator: torch.Generator | None = None) -> nn.Module:
+    """The network a config describes, initialized from ``generator`` (default: a generator seeded
+    with ``config.seed``, the draw :func:`identlib.run` trains from), in the config's dtype."""
+    if generator is None:
+        generator = torch.Generator().manual_seed(config.seed)
     if config.model == "fcn":
         net = FCN(config.depth, config.width, config.activation, config.bias)
     else:
@@ -114,3 +117,23 @@ def build_model(config: RunConfig, generator: torch.Generator) -> nn.Module:
 def n_weights(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def layer_sizes(config: RunConfig) -> list[int]:
+    """Features between the layers: 784, width, ..., 784 for an FCN; channels 1, channels, ..., 1
+    for a CNN (``depth + 1`` numbers).
+
+    >>> layer_sizes(RunConfig(model="cnn", depth=3, channels=8))
+    [1, 8, 8, 1]
+    """
+    if config.model == "fcn":
+        return [DIM] + [config.width] * (config.depth - 1) + [DIM]
+    return [1] + [config.channels] * (config.depth - 1) + [1]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """The model's outputs on ``images`` (N, 1, 28, 28), float32, in eval mode."""
+    dtype = next(model.parameters()).dtype
+    outs = [model(images[i:i + batch].to(dtype)).float() for i in range(0, len(images), batch)]
+    return torch.cat(outs)

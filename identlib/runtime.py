@@ -5,7 +5,7 @@ import os
 
 import torch
 
-__all__ = ["setup", "workers"]
+__all__ = ["setup", "workers", "platform"]
 
 
 def setup(threads: int | None = None, require: str | None = None) -> dict:
@@ -31,3 +31,27 @@ def workers() -> int:
     """How many one-thread training processes :func:`identlib.run_all` may use
     (``$IDENTLIB_WORKERS``, default ``$IDENTLIB_THREADS`` or 2). Results do not depend on it."""
     return max(1, int(os.environ.get("IDENTLIB_WORKERS", os.environ.get("IDENTLIB_THREADS", "2"))))
+
+
+def _cpu_model() -> str:
+    import platform as _platform
+
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return _platform.processor() or _platform.machine()
+
+
+def platform() -> dict:
+    """Where this process trains: CPU model, the instruction set torch's CPU kernels use (AVX2,
+    AVX-512, ...; ``ATEN_CPU_CAPABILITY`` can lower it), torch version and device. Stored beside
+    every cached network (not in its key).
+
+    >>> sorted(platform())
+    ['cpu', 'device', 'instruction_set', 'torch']
+    """
+    return {"cpu": _cpu_model(), "instruction_set": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__, "device": "cpu"}

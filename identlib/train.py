@@ -1,5 +1,5 @@
 """Training, model-agnostic: any module, inputs and targets in, loss history and a trained module
-out. Nothing here draws or prints except an optional progress bar (on stderr, off unless asked for
+out (:func:`train`); and :func:`fit`, the one place where a run config becomes a trained network. Nothing here draws or prints except an optional progress bar (on stderr, off unless asked for
 or stderr is a terminal; ``IDENTLIB_PROGRESS=0/1`` overrides).
 
 >>> net = torch.nn.Linear(3, 3, bias=False)
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TrainingDiverged", "TrainResult", "train", "make_optimizer", "autocast", "PRECISIONS"]
+__all__ = ["TrainingDiverged", "TrainResult", "train", "fit", "one_thread", "make_optimizer", "autocast",
+           "PRECISIONS"]
 
 CHECK_EVERY = 50  # steps between host synchronizations (divergence and convergence checks)
 BLOWUP = 1e3      # a loss this many times its starting value counts as diverged
@@ -141,3 +142,55 @@ def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, opti
     if not converged and tol > 0 and taken and math.isfinite(history[-1]):
         converged = bool(history[-1] < tol)
     return TrainResult(loss=history, steps=taken, converged=converged)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block on one torch thread, then restore the thread count.
+
+    Every network :func:`fit` trains is trained inside it, so its weights do not depend on the
+    thread count of the process that trained it.
+
+    >>> n = torch.get_num_threads()
+    >>> with one_thread():
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == n
+    True
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def fit(config, *, progress: bool | None = None, steps: int | None = None, tol: float | None = None,
+        callback=None) -> tuple[nn.Module, TrainResult, dict]:
+    """Train the network of a :class:`~identlib.config.RunConfig` on its training set, alone and
+    on one thread: ``(model, result, init_state)``, with ``init_state`` the initial weights.
+
+    ``steps`` and ``tol`` override the config's (the layer chapter stops early to record
+    snapshots); ``callback`` as in :func:`train`. The model is drawn from a generator seeded with
+    ``config.seed``, which then orders the minibatches.
+
+    >>> from identlib.config import RunConfig
+    >>> model, out, init = fit(RunConfig(depth=1, steps=3))
+    >>> out.steps, sorted(init)
+    (3, ['layers.0.weight'])
+    """
+    from .data import training_set
+    from .models import build_model
+
+    gen = torch.Generator().manual_seed(config.seed)
+    model = build_model(config, gen)
+    init_state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = training_set(config)
+    with one_thread():
+        out = train(model, x, x, optimizer=config.optimizer, lr=config.lr,
+                    steps=config.steps if steps is None else steps, momentum=config.momentum,
+                    loss_reduction=config.loss_reduction, tol=config.tol if tol is None else tol,
+                    batch_size=config.batch_size, generator=gen, precision=config.precision,
+                    progress=progress, name=config.label(), callback=callback)
+    return model, out, init_state

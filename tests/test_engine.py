@@ -36,7 +36,7 @@ def assert_same_run(lone: dict, member: dict) -> None:
 @pytest.mark.parametrize("model", TINY)
 def test_grouped_training_equals_training_each_seed_alone(model, optimizer):
     configs = [TINY[model].replace(seed=s, **OPTIMIZERS[optimizer]) for s in (0, 1, 2)]
-    grouped = experiments._train_group(configs, progress=False)
+    grouped = engine.fit_configs(configs, progress=False)
     for config, (result, init_state) in zip(configs, grouped):
         lone, lone_init = experiments._train(config, progress=False)
         assert all(torch.equal(init_state[k], lone_init[k]) for k in lone_init)
@@ -47,7 +47,7 @@ def test_grouped_training_equals_training_each_seed_alone(model, optimizer):
 def test_grouped_minibatches_follow_each_members_own_order(model):
     base = TINY[model].replace(optimizer="sgd", lr=0.05, n_train=40, batch_size=8, steps=12, bias=True)
     configs = [base.replace(seed=s) for s in (3, 4)]
-    for config, (result, _) in zip(configs, experiments._train_group(configs, progress=False)):
+    for config, (result, _) in zip(configs, engine.fit_configs(configs, progress=False)):
         assert_same_run(experiments._train(config, progress=False)[0], result)
 
 
@@ -55,7 +55,7 @@ def test_members_stop_at_tol_where_a_lone_run_stops():
     base = RunConfig(model="fcn", depth=3, width=8, activation="relu", optimizer="adam", lr=0.01,
                      steps=600, tol=1e-4)
     configs = [base.replace(seed=s) for s in (0, 1, 2, 3)]
-    grouped = experiments._train_group(configs, progress=False)
+    grouped = engine.fit_configs(configs, progress=False)
     for config, (result, _) in zip(configs, grouped):
         assert_same_run(experiments._train(config, progress=False)[0], result)
     outcomes = [(len(result["loss"]), result["converged"]) for result, _ in grouped]
@@ -117,15 +117,15 @@ def no_grouping(*args, **kwargs):
 def test_run_all_trains_each_config_alone_and_stores_it(monkeypatch):
     """Grouped members equal lone runs only to float rounding (above), which a deep CNN can amplify;
     a cached network must not depend on which sweep trained it, so run_all never groups."""
-    monkeypatch.setattr(experiments, "_train_group", no_grouping)
+    monkeypatch.setattr(engine, "fit_configs", no_grouping)
     configs = [TINY["cnn"].replace(seed=s) for s in (0, 1, 2)] + [TINY["fcn"]]
     runs = experiments.run_all(configs)
     lone = experiments.run(configs[1], cache=False)
     assert all(torch.equal(lone.model.state_dict()[k], v) for k, v in runs[1].model.state_dict().items())
     for c in configs:
         folder = experiments.cache_dir() / c.digest()
-        assert sorted(p.name for p in folder.iterdir()) == ["config.json", "result.pt"]
-        assert set(torch.load(folder / "result.pt", weights_only=True)) == {"state_dict", "loss", "converged"}
+        assert sorted(p.name for p in folder.iterdir()) == ["config.json", "platform.json", "result.pt"]
+        assert set(torch.load(folder / "result.pt", weights_only=True)) == {"state_dict", "loss", "converged", "format"}
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again instead of loading from the cache")
@@ -146,7 +146,7 @@ def test_run_all_keeps_the_init(monkeypatch):
 
 
 def test_sweep_trains_each_seed_alone(monkeypatch):
-    monkeypatch.setattr(experiments, "_train_group", no_grouping)
+    monkeypatch.setattr(engine, "fit_configs", no_grouping)
     panel = data.test_panel()
     configs = [TINY["fcn"].replace(seed=s) for s in (0, 1)]
     df = experiments.sweep(configs, panel.images, name=panel.names)

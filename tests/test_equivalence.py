@@ -119,7 +119,7 @@ def test_grouped_members_stopping_at_tol_are_their_truncated_runs():
     """In a group, a member that reaches tol is stored as its own run of that many steps (to the
     grouping tolerance of tests/test_engine.py, rtol 1e-4)."""
     configs = [TINY.replace(steps=400, tol=0.02, seed=s) for s in (0, 1)]
-    for c, (result, _) in zip(configs, experiments._train_group(configs, progress=False)):
+    for c, (result, _) in zip(configs, engine.fit_configs(configs, progress=False)):
         steps = len(result["loss"])
         truncated, _ = experiments._train(c.replace(steps=steps, tol=0.0), progress=False)
         for k, v in truncated["state_dict"].items():
@@ -140,21 +140,73 @@ def test_digest_changes_with_the_torch_version(monkeypatch):
     assert RunConfig().digest() != before
 
 
-@pytest.mark.parametrize("module", config.RESULT_MODULES)
-def test_digest_changes_with_the_source_of_each_result_module(module, tmp_path, monkeypatch):
-    """A copy of the package whose one module differs by a comment: every digest changes."""
+def _copy_package(tmp_path, monkeypatch):
+    """A copy of the package's modules, which config.source_digest then reads."""
     here = config.Path(config.__file__).parent
-    for name in config.RESULT_MODULES:
-        (tmp_path / name).write_bytes((here / name).read_bytes())
-    before = RunConfig().digest()
+    for path in here.glob("*.py"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
     monkeypatch.setattr(config, "__file__", str(tmp_path / "config.py"))
+    return tmp_path
+
+
+def _edit(folder, module):
+    (folder / module).write_bytes((folder / module).read_bytes() + b"\n# changed\n")
+
+
+@pytest.mark.parametrize("module", config.DIGEST_MODULES["network"])
+def test_editing_a_training_module_invalidates_networks(module, tmp_path, monkeypatch):
+    before = RunConfig().digest()
+    folder = _copy_package(tmp_path, monkeypatch)
     assert RunConfig().digest() == before                     # the copy digests as the original
-    (tmp_path / module).write_bytes((here / module).read_bytes() + b"\n# changed\n")
+    _edit(folder, module)
     assert RunConfig().digest() != before
 
 
+@pytest.mark.parametrize("module", ["engine.py", "experiments.py", "cache.py", "cli.py", "chapters.py",
+                                    "plot.py", "theory.py", "config.py", "metrics.py", "layers.py"])
+def test_editing_code_that_trains_nothing_keeps_networks(module, tmp_path, monkeypatch):
+    """The grouped engine (benchmarks), the cache and sweep plumbing, the command line, plotting,
+    theory, validation, metrics and layer maps do not shape trained weights."""
+    before = RunConfig().digest()
+    _edit(_copy_package(tmp_path, monkeypatch), module)
+    assert RunConfig().digest() == before
+
+
+def test_editing_metrics_invalidates_scores_but_not_networks(tmp_path, monkeypatch):
+    panel = data.test_panel()
+    first = experiments.sweep([TINY], panel.images, name=panel.names)
+    folder = _copy_package(tmp_path, monkeypatch)
+    _edit(folder, "metrics.py")
+    monkeypatch.setattr(experiments, "_train", lambda *a, **k: pytest.fail("retrained a network"))
+    calls = []
+    real = experiments._score_frame
+    monkeypatch.setattr(experiments, "_score_frame", lambda *a: calls.append(1) or real(*a))
+    again = experiments.sweep([TINY], panel.images, name=panel.names)
+    assert calls == [1]                                       # the scores were computed again
+    assert first.equals(again)
+
+
+def test_editing_benchmark_code_invalidates_nothing(tmp_path, monkeypatch):
+    panel = data.test_panel()
+    experiments.sweep([TINY], panel.images, name=panel.names)
+    folder = _copy_package(tmp_path, monkeypatch)
+    _edit(folder, "engine.py")
+    monkeypatch.setattr(experiments, "_train", lambda *a, **k: pytest.fail("retrained a network"))
+    monkeypatch.setattr(experiments, "_score_frame", lambda *a: pytest.fail("scored again"))
+    experiments.sweep([TINY], panel.images, name=panel.names)
+
+
+def test_editing_layers_invalidates_layer_maps_only(tmp_path, monkeypatch):
+    from identlib import cache
+    before = {k: cache.artifact_name("x", k) for k in config.DIGEST_MODULES}
+    _edit(_copy_package(tmp_path, monkeypatch), "layers.py")
+    after = {k: cache.artifact_name("x", k) for k in config.DIGEST_MODULES}
+    assert after["layers"] != before["layers"]
+    assert after["scores"] == before["scores"] and after["network"] == before["network"]
+
+
 def _package_imports(module: str) -> set[str]:
-    """identlib's modules that ``module`` (a file name) imports, directly or not."""
+    """identlib's modules that ``module`` (a file name) imports at module level, directly or not."""
     import ast
 
     here = config.Path(config.__file__).parent
@@ -164,22 +216,16 @@ def _package_imports(module: str) -> set[str]:
         if name in seen or not (here / name).exists():
             continue
         seen.add(name)
-        for node in ast.walk(ast.parse((here / name).read_text())):
+        for node in ast.parse((here / name).read_text()).body:
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 todo += [f"{node.module}.py"] if node.module else [f"{a.name}.py" for a in node.names]
     return seen
 
 
-def test_the_modules_that_train_are_in_the_digest():
-    """Every module on the way from a config to trained weights is in the digest."""
-    training = _package_imports("engine.py") | {"config.py", "data.py", "experiments.py"}
-    assert training <= set(config.RESULT_MODULES)
-
-
-@pytest.mark.xfail(strict=True, reason="metrics.py shapes the scores that sweep() caches beside each "
-                   "result, but is not in config.RESULT_MODULES (identlib/config.py)")
-def test_every_module_that_shapes_a_cached_result_is_in_the_digest():
-    assert _package_imports("experiments.py") <= set(config.RESULT_MODULES)
+def test_the_modules_that_train_are_in_the_network_digest():
+    """Every module that train.py (which holds fit) and models.py import is in the digest, except
+    config.py, whose RunConfig fields are in the digest as content."""
+    assert _package_imports("train.py") | _package_imports("models.py") <= set(config.DIGEST_MODULES["network"]) | {"config.py"}
 
 
 def test_how_a_network_is_trained_is_not_in_the_cache_key():

@@ -56,10 +56,10 @@ def test_cache_folder_holds_config_and_result(tmp_path):
     assert root == tmp_path / "cache" / "results"
     assert [p.name for p in root.iterdir()] == [TINY.digest()]
     folder = root / TINY.digest()
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "result.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "platform.json", "result.pt"]
     assert json.loads((folder / "config.json").read_text()) == TINY.to_dict()
     payload = torch.load(folder / "result.pt", weights_only=True)
-    assert set(payload) == {"state_dict", "loss", "converged"}   # no init unless asked
+    assert set(payload) == {"state_dict", "loss", "converged", "format"}   # no init unless asked
 
 
 def test_different_configs_get_different_cache_entries():
@@ -94,7 +94,7 @@ def test_interrupted_store_leaves_no_entry_and_next_run_succeeds(monkeypatch):
         raise OSError("disk full")
 
     with monkeypatch.context() as m:
-        m.setattr(experiments.torch, "save", broken_save)
+        m.setattr(torch, "save", broken_save)
         with pytest.raises(OSError, match="disk full"):
             experiments.run(TINY)
     root = experiments.cache_dir()

@@ -72,7 +72,7 @@ def test_training_maps_match_a_run_and_are_cached(monkeypatch):
     monkeypatch.setattr(experiments, "_train", lambda *a, **k: pytest.fail("retrained"))
     assert torch.allclose(snaps[6].maps, layers.layer_maps(experiments.run(SMALL).model, images).maps)
     assert torch.allclose(snaps[6].maps, layers.layer_maps(run.model, images).maps)
-    monkeypatch.setattr(layers, "train", lambda *a, **k: pytest.fail("not cached"))
+    monkeypatch.setattr(layers, "fit", lambda *a, **k: pytest.fail("not cached"))
     again = layers.training_maps(SMALL, [6, 3, 0], images)
     assert all(torch.equal(again[t].maps, snaps[t].maps) for t in (0, 3, 6))
 
