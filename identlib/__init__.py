@@ -8,7 +8,8 @@ Modules, one concern each: :mod:`~identlib.data` (datasets, the training image, 
 :mod:`~identlib.theory`, :mod:`~identlib.config` (run configs), :mod:`~identlib.experiments`
 (cache and sweeps), :mod:`~identlib.engine` (seeds trained together as one grouped network, for benchmarks),
 :mod:`~identlib.layers` (inside a CNN, layer by layer),
-:mod:`~identlib.plot`, :mod:`~identlib.chapters` (parameters and the command line's notebook
+:mod:`~identlib.cache` (the results cache), :mod:`~identlib.claims` (a chapter's checked claims
+and glued numbers), :mod:`~identlib.plot`, :mod:`~identlib.chapters` (parameters and the command line's notebook
 runner).
 """
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ import types
 # Names are imported from their modules on first use (PEP 562), so that ``import identlib`` and the
 # command line's notebook runner (``identlib refresh``) do not pay for torch and matplotlib.
 _FROM = {
+    "claims": ["Claims", "ClaimFailed", "glue"],
     "config": ["ConfigError", "RunConfig", "check_sweep", "validate_parameters"],
     "data": ["DataError", "Panel", "first_index", "load", "patterns", "probes", "test_images", "test_panel",
              "training_image"],
@@ -32,7 +34,7 @@ _FROM = {
     "train": ["TrainingDiverged", "TrainResult", "train"],
 }
 _MODULE_OF = {name: module for module, names in _FROM.items() for name in names}
-_SUBMODULES = {"chapters", "cli", "config", "data", "engine", "experiments", "layers", "metrics", "models",
+_SUBMODULES = {"cache", "chapters", "claims", "cli", "config", "data", "engine", "experiments", "layers", "metrics", "models",
                "plot", "runtime", "theory", "train"}
 
 
@@ -65,7 +67,7 @@ sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
-    "__version__", "ConfigError", "RunConfig", "check_sweep", "validate_parameters", "DataError",
+    "__version__", "Claims", "ClaimFailed", "glue", "cache", "claims", "ConfigError", "RunConfig", "check_sweep", "validate_parameters", "DataError",
     "Panel", "first_index", "load", "patterns", "probes", "test_images", "test_panel",
     "training_image", "Run", "cache_dir", "evaluate", "grid", "predict", "run", "run_all", "sweep",
     "pearson", "scores", "summarize", "verdict", "plot", "engine", "layers", "CNN", "FCN", "build_model", "n_weights", "setup", "linear_fcn_limit",

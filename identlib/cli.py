@@ -7,6 +7,8 @@
     identlib refresh [CHAPTER]... [--jobs N] re-execute chapters with their defaults, in place
                                              (N at a time in separate processes)
     identlib train [-p FIELD VALUE]...       train one config (cached) and score it on the panel
+    identlib claims CHAPTER|NOTEBOOK         the claims table stored in a chapter (exit 1 if a
+                                             claim fails or none is stored)
 
 Values are read as YAML (``-p depths "[1, 2]"``, ``-p lr 1e-3``, ``-p bias true``). Unknown names
 and invalid values are refused with one line before anything runs (exit status 2).
@@ -62,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     t = sub.add_parser("train", help="train one run config and print its scores on the test panel")
     t.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("FIELD", "VALUE"))
+    c = sub.add_parser("claims", help="print the claims stored in a chapter's notebook; exit 1 if one fails")
+    c.add_argument("chapter", help="a chapter name, or the path of an executed notebook")
     return ap
 
 
@@ -108,7 +112,31 @@ def _dispatch(args) -> int:
             ch.refresh(name, progress=not args.no_progress)
     elif args.command == "train":
         _train(_overrides(args.parameter))
+    elif args.command == "claims":
+        return _claims(args.chapter)
     return 0
+
+
+def _claims(chapter: str) -> int:
+    from pathlib import Path
+
+    from . import chapters as ch
+    from .claims import Claim, read_notebook
+
+    path = Path(chapter) if chapter.endswith(".ipynb") else ch._chapter_path(chapter)
+    if not path.exists():
+        raise ConfigError(f"no notebook at {path}")
+    claims = [Claim(**c) for c in read_notebook(path)]
+    if not claims:
+        print(f"identlib: {path.name} stores no claims table; execute it first "
+              f"(identlib refresh {path.stem})", file=sys.stderr)
+        return 1
+    width = max(len(c.name) for c in claims)
+    for c in claims:
+        print(f"{'holds' if c.holds else 'FAILS'}  {c.name:<{width}}  {c.value:>8.3g}  {c.rule()}  ({c.n} {c.over})")
+    failed = [c.name for c in claims if not c.holds]
+    print(f"{path.stem}: {len(claims) - len(failed)} of {len(claims)} claims hold")
+    return 1 if failed else 0
 
 
 def _train(fields: dict) -> None:
