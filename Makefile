@@ -2,6 +2,8 @@
 #   make book   environment, every chapter executed (papermill), HTML built into _build/html
 #   make test   unit tests and doctests, nbval on every chapter, chapters re-run with other
 #               parameters, and the HTML build with warnings as errors
+#   make test-portable   make test with AVX2 kernels on an empty results cache (another CPU)
+#   make claims every chapter's stored claims table
 #   make bench  training speed: identlib's engine against the plain PyTorch loop and the machine's
 #               peak; bench-trained: time to a trained deep CNN; bench-chapters: each chapter's run
 #               time, cold and warm cache, and the book's total; bench-verdicts: float32 vs bf16
@@ -17,7 +19,7 @@ export IDENTLIB_CACHE_DIR ?= $(CURDIR)/.cache/identlib
 export IDENTLIB_PROGRESS ?= 0
 export PYTHONHASHSEED := 0
 
-.PHONY: book test env chapters html unit clean bench bench-trained bench-workers bench-chapters bench-verdicts runtime-page
+.PHONY: book test test-portable claims env chapters html unit clean bench bench-trained bench-workers bench-chapters bench-verdicts runtime-page
 
 book: chapters html
 
@@ -39,6 +41,21 @@ html: env
 test: env
 	$(BIN)/python -m pytest tests identlib book --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+# `make test` as on a laptop CPU without AVX-512: torch's, oneDNN's and MKL's kernels limited to
+# AVX2, on an empty results cache, so that every network is trained again with those kernels and
+# every chapter's claims and compared outputs are checked against the ones stored here.
+PORTABLE_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+PORTABLE_CACHE := $(CURDIR)/.cache/portable
+
+test-portable: env
+	rm -rf $(PORTABLE_CACHE)
+	$(PORTABLE_ENV) $(BIN)/python -c "import torch; print('torch CPU kernels:', torch.backends.cpu.get_cpu_capability())"
+	$(PORTABLE_ENV) IDENTLIB_CACHE_DIR=$(PORTABLE_CACHE) $(MAKE) test
+
+# The claims table stored in every chapter (exit status 1 if a claim failed).
+claims: env
+	for c in $$($(BIN)/python -m identlib chapters | cut -d' ' -f1); do $(BIN)/python -m identlib claims $$c || exit 1; done
 
 unit: env
 	$(BIN)/python -m pytest tests identlib -p no:cacheprovider

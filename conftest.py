@@ -11,6 +11,7 @@ SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
 def _doctest_environment(request, tmp_path_factory, monkeypatch):
     if isinstance(request.node, pytest.DoctestItem):
         monkeypatch.setenv("IDENTLIB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        monkeypatch.setenv("IDENTLIB_WORKERS", "0")
         if not __import__("os").environ.get("IDENTLIB_DATA_DIR") and SHARED_DATA.is_dir():
             monkeypatch.setenv("IDENTLIB_DATA_DIR", str(SHARED_DATA))
 

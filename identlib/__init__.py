@@ -22,7 +22,8 @@ import types
 # command line's notebook runner (``identlib refresh``) do not pay for torch and matplotlib.
 _FROM = {
     "claims": ["Claims", "ClaimFailed", "glue"],
-    "config": ["ConfigError", "RunConfig", "check_sweep", "validate_parameters"],
+    "chapters": ["chapter"],
+    "config": ["ConfigError", "RunConfig", "Kind"],
     "data": ["DataError", "Panel", "first_index", "load", "patterns", "probes", "test_images", "test_panel",
              "training_image"],
     "experiments": ["Run", "cache_dir", "evaluate", "grid", "predict", "run", "run_all", "sweep"],
@@ -67,7 +68,7 @@ sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
-    "__version__", "Claims", "ClaimFailed", "glue", "cache", "claims", "ConfigError", "RunConfig", "check_sweep", "validate_parameters", "DataError",
+    "__version__", "Claims", "ClaimFailed", "glue", "cache", "claims", "chapter", "ConfigError", "RunConfig", "Kind", "DataError",
     "Panel", "first_index", "load", "patterns", "probes", "test_images", "test_panel",
     "training_image", "Run", "cache_dir", "evaluate", "grid", "predict", "run", "run_all", "sweep",
     "pearson", "scores", "summarize", "verdict", "plot", "engine", "layers", "CNN", "FCN", "build_model", "n_weights", "setup", "linear_fcn_limit",

@@ -4,9 +4,12 @@ A chapter is ``book/<name>.ipynb`` with a cell tagged ``parameters`` (papermill'
 A chapter that loads networks another chapter trains names it in its notebook metadata
 (``"identlib": {"after": ["deep_cnn"]}``); chapters executed in parallel (:func:`refresh_all`)
 start only after the chapters they name have finished, so that nothing is trained twice.
-Its parameter names are identical to :class:`~identlib.config.RunConfig` fields (or sweep axes over
-them, such as ``depths``), so the same rules validate a notebook run, a YAML profile and the
-command line. A profile is ``book/profiles/<chapter>/<profile>.yaml`` holding only overrides.
+A parameter named after a :class:`~identlib.config.RunConfig` field follows that field's rule; every
+other parameter declares its :class:`~identlib.config.Kind` at the end of its comment in the
+parameters cell, for example ``study_depths = [5, 20]  # choice: depths of the study [list of depth]``.
+The same declarations validate a notebook run (:func:`chapter`, the first call of every chapter), a
+YAML profile and the command line. A profile is ``book/profiles/<chapter>/<profile>.yaml`` holding
+only overrides.
 """
 from __future__ import annotations
 
@@ -14,10 +17,14 @@ import ast
 import os
 from pathlib import Path
 
-from .config import ConfigError, validate_parameters
+import re
 
-__all__ = ["book_dir", "chapters", "parameters", "profiles", "load_profile", "resolve", "execute", "refresh",
-           "after", "run_parallel", "refresh_all", "ChapterFailed"]
+from .config import FIELDS, ConfigError, Kind
+
+__all__ = ["book_dir", "chapters", "parameters", "profiles", "load_profile", "validate", "resolve", "chapter",
+           "execute", "refresh", "after", "run_parallel", "refresh_all", "ChapterFailed"]
+
+_KIND = re.compile(r"\s*\[([^\]]+)\]\s*$")
 
 
 def book_dir() -> Path:
@@ -42,20 +49,42 @@ def chapters() -> dict[str, Path]:
 
 
 def _chapter_path(chapter: str) -> Path:
-    known = chapters()
+    here = Path.cwd() / f"{chapter}.ipynb"          # a chapter run from its own folder (papermill's cwd)
+    try:
+        known = chapters()
+    except FileNotFoundError:
+        known = {}
     if chapter not in known:
+        if here.exists():
+            return here
         raise ConfigError(f"unknown chapter {chapter!r}; chapters: {', '.join(known)}")
     return known[chapter]
 
 
 def parameters(chapter: str) -> dict[str, dict]:
-    """name -> {"default": value, "help": the trailing comment} of a chapter's parameters cell."""
+    """name -> {"default": value, "help": the trailing comment, "kind": its :class:`Kind`} of a
+    chapter's parameters cell. A parameter that is not a config field must declare its kind."""
     import papermill
 
     out = {}
     for name, p in papermill.inspect_notebook(str(_chapter_path(chapter))).items():
-        out[name] = {"default": ast.literal_eval(p["default"]), "help": p["help"].strip()}
+        text = p["help"].strip()
+        m = _KIND.search(text)
+        if m:
+            kind = Kind(m.group(1))
+        elif name in FIELDS:
+            kind = Kind(name)
+        else:
+            raise ConfigError(f"{chapter}: parameter {name!r} declares no kind; end its comment with one, "
+                              "such as [list of depth] or [int ≥ 1]")
+        out[name] = {"default": ast.literal_eval(p["default"]), "help": text, "kind": kind}
     return out
+
+
+def validate(chapter: str, values: dict, known: dict | None = None) -> dict:
+    """``values`` (a subset of the chapter's parameters) checked by their kinds; lists parsed."""
+    known = known or parameters(chapter)
+    return {name: known[name]["kind"](name, value) for name, value in values.items()}
 
 
 def profiles(chapter: str) -> list[str]:
@@ -118,8 +147,39 @@ def resolve(chapter: str, overrides: dict | None = None, profile: str | None = N
                               f"parameters: {', '.join(known)}")
     merged = {k: _same_kind(k, v, known[k]["default"]) for k, v in merged.items()}
     full = {k: v["default"] for k, v in known.items()} | merged
-    validate_parameters(full)          # the whole set, so cross-checks see the final values
-    return validate_parameters(merged)
+    _base(validate(chapter, full, known), {})     # the whole set, so cross-checks see the final values
+    return validate(chapter, merged, known)
+
+
+def _base(values: dict, fixed: dict):
+    from .config import RunConfig
+
+    return RunConfig(**fixed, **{k: v for k, v in values.items() if k in FIELDS})
+
+
+def chapter(name: str, namespace: dict, *, require: str | None = None, **fixed):
+    """The first call of a chapter: validate its parameters (read from ``namespace``, the
+    notebook's globals, by the names of its parameters cell), fix the threads and check the
+    package version (:func:`identlib.setup`), and print both.
+
+    ``require`` is the identlib version the chapter was written for. Returns ``(base, p, claims)``: the base :class:`~identlib.config.RunConfig` from the parameters
+    that are config fields plus ``fixed`` (e.g. ``model="cnn"``); every parameter, validated and
+    with its lists parsed, as attributes of ``p``; and the chapter's :class:`~identlib.claims.Claims`.
+    """
+    import types
+
+    from .claims import Claims
+    from .runtime import setup
+
+    known = parameters(name)
+    missing = [k for k in known if k not in namespace]
+    if missing:
+        raise ConfigError(f"{name}: run the parameters cell first (missing {', '.join(missing)})")
+    values = validate(name, {k: namespace[k] for k in known}, known)
+    base = _base(values, fixed)
+    print(setup(require=require))
+    print(base)
+    return base, types.SimpleNamespace(**values), Claims()
 
 
 def execute(chapter: str, output: str | Path, overrides: dict | None = None,

@@ -1,5 +1,6 @@
-"""One frozen config per run. Its fields are the chapters' parameter names; a run's cache key is a
-digest of its content.
+"""One frozen config per run, and the rules its values follow. Its fields are the chapters'
+parameter names; a run's cache key is a digest of its content. A chapter's other parameters declare
+their :class:`Kind` in the chapter (:mod:`identlib.chapters`).
 
 >>> cfg = RunConfig(model="fcn", depth=2)
 >>> cfg.replace(depth=6).depth
@@ -17,7 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ConfigError", "RunConfig", "check_sweep", "validate_parameters", "source_digest"]
+__all__ = ["ConfigError", "RunConfig", "Kind", "check_field", "source_digest", "DIGEST_MODULES"]
 
 
 class ConfigError(ValueError):
@@ -163,8 +164,27 @@ def _check(name: str, value, kind) -> None:
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 
+def check_field(name: str, value, field: str | None = None):
+    """``value`` checked by the rule of the config field ``field`` (default: ``name``), with
+    integers accepted for float fields; returns it as the field stores it.
+
+    >>> check_field("fine_lr", 1, field="lr")
+    1.0
+    """
+    field = field or name
+    if FIELDS[field].type == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    try:
+        _check(field, value, FIELDS[field].type)
+    except ConfigError as err:
+        if name == field:
+            raise
+        raise ConfigError(f"{name}: {err}") from None
+    return value
+
+
 def _parse_list(name: str, value) -> list:
-    """Sweep axes may arrive from papermill's -p as strings such as "[1, 2, 6]" or "1,2,6"."""
+    """Lists may arrive from papermill's -p as strings such as "[1, 2, 6]" or "1,2,6"."""
     if isinstance(value, str):
         import yaml
 
@@ -182,35 +202,63 @@ def _parse_list(name: str, value) -> list:
     return list(value)
 
 
-def check_sweep(name: str, value) -> list:
-    """Validate a sweep axis: a list parameter whose name is a config field plus "s"
-    (``depths`` sweeps ``depth``), or a named rule below. Returns the parsed list.
+class Kind:
+    """The kind of a chapter parameter, declared in the chapter (``[list of depth]`` at the end of
+    its comment in the parameters cell). A kind is one of
 
-    >>> check_sweep("depths", "[1, 2, 6]")
-    [1, 2, 6]
-    >>> check_sweep("depths", [1, 0])
+    - ``FIELD``: a value checked as the config field FIELD (a second learning rate ``fine_lr`` is ``[lr]``);
+    - ``int ≥ N`` (or ``int >= N``; in a parameters cell write ≥, since papermill's parser takes an
+      ``=`` in a comment for an assignment); ``number in A..B``; ``one of a, b, c``;
+    - ``list of K`` for any of those: a non-empty list, each element of kind K (a sweep axis).
+
+    A parameter named after a config field has that field's kind and needs no declaration.
+
+    >>> Kind("list of depth")("depths", "5, 20")
+    [5, 20]
+    >>> Kind("int >= 1")("n", 0)
     Traceback (most recent call last):
     ...
-    identlib.config.ConfigError: depths: depth must be an integer >= 1 (got 0)
+    identlib.config.ConfigError: n must be an integer >= 1 (got 0)
     """
-    items = _parse_list(name, value)
-    field = name[:-1] if name.endswith("s") else name
-    for item in items:
-        if field in FIELDS:
-            try:
-                _check(field, item, FIELDS[field].type)
-            except ConfigError as err:
-                raise ConfigError(f"{name}: {err}") from None
-        elif name in SWEEP_RULES:
-            SWEEP_RULES[name](name, item)
+
+    def __init__(self, text: str):
+        import re
+
+        self.text = text = " ".join(text.split())
+        self.is_list = text.startswith("list of ")
+        inner = text[len("list of "):] if self.is_list else text
+        if inner in FIELDS:
+            self._check = lambda name, v: check_field(name, v, field=inner)
+        elif m := re.fullmatch(r"int (?:>=|≥) (-?\d+)", inner):
+            self._check = _int_at_least(int(m.group(1)))
+        elif m := re.fullmatch(r"number in (-?[\d.]+)\.\.(-?[\d.]+)", inner):
+            self._check = _number_in(float(m.group(1)), float(m.group(2)))
+        elif inner.startswith("one of "):
+            options = [o.strip() for o in inner[len("one of "):].split(",")]
+            self._check = _one_of(options)
         else:
-            raise ConfigError(f"no validation rule for the sweep axis {name!r}")
-    return items
+            raise ConfigError(f"unknown parameter kind [{text}]; kinds: a config field, 'int >= N', "
+                              "'number in A..B', 'one of a, b', or 'list of' any of these")
 
+    def __call__(self, name: str, value):
+        if not self.is_list:
+            if isinstance(value, (list, tuple)):
+                raise ConfigError(f"{name} must be a single value, not a list (got {value!r})")
+            out = self._check(name, value)
+            return value if out is None else out
+        items = _parse_list(name, value)
+        out = []
+        for item in items:
+            try:
+                checked = self._check(name, item)
+            except ConfigError as err:
+                text = str(err)
+                raise ConfigError(text if text.startswith(f"{name}:") else f"{name}: {text}") from None
+            out.append(item if checked is None else checked)
+        return out
 
-def _unit(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-        raise ConfigError(f"{name}: every value must be a number in [0, 1] (got {v!r})")
+    def __repr__(self):
+        return f"Kind({self.text!r})"
 
 
 def _int_at_least(least):
@@ -220,77 +268,15 @@ def _int_at_least(least):
     return rule
 
 
-_positive_int = _int_at_least(1)
+def _number_in(low, high):
+    def rule(name, v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
+            raise ConfigError(f"{name} must be a number in [{low:g}, {high:g}] (got {v!r})")
+    return rule
 
 
-# Rules for chapter parameters that are not config fields: scalars, and sweep axes (per element).
-def _count(name, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ConfigError(f"{name} must be an integer >= 0, 0 to skip (got {v!r})")
-
-
-SUMMARIES = ("pc", "mean")    # how identlib.layers sums a layer's channels into one map
-
-
-def _summary(name, v):
-    if v not in SUMMARIES:
-        raise ConfigError(f"{name} must be one of {', '.join(SUMMARIES)} (got {v!r})")
-
-
-RULES = {
-    "wide_channels": _count,
-    "n_probes": _positive_int,
-    "n_test": _positive_int,
-    "epochs": _positive_int,
-    "summary": _summary,             # the layer chapter
-    "ring_width": _positive_int,
-}
-# A chapter section that trains with other settings names them <field><suffix> (lr_60k).
-SECTION_SUFFIXES = ("_60k",)
-SWEEP_RULES = {
-    "rhos": _unit,
-    "channel_counts": _positive_int,
-    "snapshots": lambda name, v: _int_at_least(0)(f"{name}: every value", v),
-}
-
-
-def validate_parameters(params: dict) -> dict:
-    """Validate a chapter's parameters by name: config fields by the config's rules, sweep axes
-    element-wise, and the other names by :data:`RULES`. Returns them with sweep axes parsed.
-
-    >>> validate_parameters({"lr": 0.1, "depths": "1,2"})
-    {'lr': 0.1, 'depths': [1, 2]}
-    """
-    out = {}
-    for name, value in params.items():
-        if name in FIELDS:
-            if FIELDS[name].type == "float" and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            _check(name, value, FIELDS[name].type)
-        elif name in SWEEP_RULES or (name.endswith("s") and name[:-1] in FIELDS):
-            value = check_sweep(name, value)
-        elif name in RULES:
-            RULES[name](name, value)
-        elif name.endswith(SECTION_SUFFIXES) and name.rsplit("_", 1)[0] in FIELDS:
-            field = name.rsplit("_", 1)[0]
-            if FIELDS[field].type == "float" and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            try:
-                _check(field, value, FIELDS[field].type)
-            except ConfigError as err:
-                raise ConfigError(f"{name}: {err}") from None
-        elif "_" in name and name.split("_", 1)[1] in FIELDS.keys() | SWEEP_RULES.keys() | _plurals():
-            # a section's own setting, <section>_<field or sweep>: map_lrs, study_depths
-            inner = name.split("_", 1)[1]
-            try:
-                value = validate_parameters({inner: value})[inner]
-            except ConfigError as err:
-                raise ConfigError(f"{name}: {err}") from None
-        else:
-            raise ConfigError(f"no validation rule for parameter {name!r}")
-        out[name] = value
-    return out
-
-
-def _plurals() -> set:
-    return {f + "s" for f in FIELDS}
+def _one_of(options):
+    def rule(name, v):
+        if v not in options:
+            raise ConfigError(f"{name} must be one of {', '.join(options)} (got {v!r})")
+    return rule

@@ -87,6 +87,10 @@ def _train_in_workers(configs, keep_init: bool = False, workers: int = 0) -> Non
     first, and store each as :func:`run` would; :func:`run` then loads them. Nothing to do without
     workers (:func:`run` trains each config itself, alike), nor for configs whose weights are too
     large to store. A config that diverges is left to :func:`run`, which retrains and reports it."""
+    if workers is None:
+        from .runtime import workers as runtime_workers
+
+        workers = runtime_workers()
     if workers < 1:
         return
     todo = [c for c in dict.fromkeys(configs) if not cache.has(c) and _stored_mb(c) <= MAX_STORED_MB]
@@ -172,10 +176,11 @@ def grid(base: RunConfig, **axes) -> list[RunConfig]:
 
 
 def run_all(configs, *, cache: bool = True, keep_init: bool = False,
-            progress: bool | None = None, workers: int = 0) -> list[Run]:
+            progress: bool | None = None, workers: int | None = None) -> list[Run]:
     """``run`` over a sweep, in order (each one cached): ``run_all(cs)[i]`` is ``run(cs[i])``, bit
     for bit. With ``workers`` >= 1 the uncached configs are first trained in that many one-thread
-    processes (:func:`_train_in_workers`).
+    processes (:func:`_train_in_workers`); the default ``None`` takes the runtime setting
+    (:func:`identlib.runtime.workers`, ``$IDENTLIB_WORKERS``).
 
     >>> runs = run_all(grid(RunConfig(depth=1, steps=5), seed=[0, 1]))
     >>> [r.config.seed for r in runs], len(runs[1].loss)
@@ -234,7 +239,7 @@ def _scores_name(inputs: torch.Tensor, x_hat, columns: dict) -> str:
 
 
 def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, fields=None,
-          progress: bool | None = None, workers: int = 0, diverged: str = "raise",
+          progress: bool | None = None, workers: int | None = None, diverged: str = "raise",
           **columns) -> "pd.DataFrame":
     """Train (or load) every config and score it on ``inputs``: the tidy table of
     :func:`evaluate`, with each run's scores cached beside its result, keyed by the content of the

@@ -28,9 +28,19 @@ def setup(threads: int | None = None, require: str | None = None) -> dict:
 
 
 def workers() -> int:
-    """How many one-thread training processes :func:`identlib.run_all` may use
-    (``$IDENTLIB_WORKERS``, default ``$IDENTLIB_THREADS`` or 2). Results do not depend on it."""
-    return max(1, int(os.environ.get("IDENTLIB_WORKERS", os.environ.get("IDENTLIB_THREADS", "2"))))
+    """How many one-thread training processes :func:`identlib.run_all` and :func:`identlib.sweep`
+    use by default (``$IDENTLIB_WORKERS``, default ``$IDENTLIB_THREADS`` or 2; 0 trains in the
+    calling process). Results do not depend on it."""
+    text = os.environ.get("IDENTLIB_WORKERS", os.environ.get("IDENTLIB_THREADS", "2"))
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        from .config import ConfigError
+
+        raise ConfigError(f"IDENTLIB_WORKERS must be an integer >= 0 (got {text!r})")
+    return n
 
 
 def _cpu_model() -> str:

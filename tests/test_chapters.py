@@ -300,3 +300,64 @@ def test_relative_cache_and_data_folders_are_made_absolute_before_a_kernel_start
     ch.absolute_env_paths()
     assert os.environ["IDENTLIB_CACHE_DIR"] == str(tmp_path / ".cache" / "identlib")
     assert os.environ["IDENTLIB_DATA_DIR"] == str(tmp_path / "data")
+
+
+# --- the chapter contract -------------------------------------------------------------------------
+
+def _mini_book(tmp_path):
+    """A one-chapter book whose chapter adds a sweep parameter no other chapter has."""
+    book = tmp_path / "book"
+    book.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell(
+        "steps = 3  # choice: training steps\n"
+        "colour_depths = [1, 2]  # choice: a new sweep of the depth [list of depth]\n"
+        "n_shown = 2  # choice: how many results to print [int ≥ 1]")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        'import identlib as il\nbase, p, claims = il.chapter("mini", globals(), model="fcn", width=8)'),
+        nbformat.v4.new_code_cell(
+        "runs = il.run_all(il.grid(base, depth=p.colour_depths))\n"
+        "print([r.config.depth for r in runs][:p.n_shown])\n"
+        "claims.check('every network trained', len(runs), '==', len(p.colour_depths), n=len(runs), over='networks')\n"
+        "claims.table()")]
+    nbformat.write(nb, book / "mini.ipynb")
+    return book
+
+
+def test_a_new_sweep_parameter_needs_only_its_chapter(tmp_path, monkeypatch):
+    """The parameter's kind is declared in its comment: the command line and the notebook both
+    validate it from there, with nothing added to the package."""
+    book = _mini_book(tmp_path)
+    env = {**os.environ, "IDENTLIB_BOOK_DIR": str(book)}
+    import subprocess
+    import sys
+
+    def identlib(*args):
+        return subprocess.run([sys.executable, "-m", "identlib", *args], env=env, capture_output=True, text=True)
+
+    ok = identlib("run", "mini", "--no-progress", "-p", "colour_depths", "[1, 3]", "-o", str(tmp_path / "ok.ipynb"))
+    assert ok.returncode == 0, ok.stderr
+    assert "[1, 3]" in outputs(tmp_path / "ok.ipynb")
+    assert identlib("claims", str(tmp_path / "ok.ipynb")).returncode == 0
+    bad = identlib("run", "mini", "-p", "colour_depths", "[1, 0]")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "identlib: colour_depths: depth must be an integer >= 1 (got 0)"
+    params = identlib("params", "mini")
+    assert "colour_depths = [1, 2]  # choice: a new sweep of the depth [list of depth]" in params.stdout
+    # papermill alone passes any value: the chapter's first call refuses it
+    monkeypatch.setenv("IDENTLIB_BOOK_DIR", str(book))
+    with pytest.raises(papermill.PapermillExecutionError, match="colour_depths: depth must be an integer"):
+        papermill.execute_notebook(str(book / "mini.ipynb"), str(tmp_path / "raw.ipynb"),
+                                   parameters={"colour_depths": "[0]"}, cwd=str(book), progress_bar=False)
+
+
+def test_a_parameter_without_a_kind_is_refused(tmp_path, monkeypatch):
+    book = _mini_book(tmp_path)
+    nb = nbformat.read(book / "mini.ipynb", as_version=4)
+    nb.cells[0].source = nb.cells[0].source.replace(" [int ≥ 1]", "")
+    nbformat.write(nb, book / "mini.ipynb")
+    monkeypatch.setenv("IDENTLIB_BOOK_DIR", str(book))
+    with pytest.raises(ConfigError, match="parameter 'n_shown' declares no kind"):
+        ch.parameters("mini")

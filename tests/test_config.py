@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from identlib.config import ConfigError, RunConfig, check_sweep, validate_parameters
+from identlib.config import ConfigError, Kind, RunConfig
 
 FIELDS = [f.name for f in dataclasses.fields(RunConfig)]
 
@@ -110,97 +110,54 @@ def test_label():
     assert RunConfig(model="cnn", depth=3, channels=128, kernel_size=5).label() == "cnn-linear-d3-c128-k5"
 
 
-# --- sweep axes ----------------------------------------------------------------------------------
+# --- parameter kinds -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value, expected", [
     ("[1, 2, 6]", [1, 2, 6]), ("1,2,6", [1, 2, 6]), (" 1, 2 ", [1, 2]), (3, [3]), ((1, 2), [1, 2]),
     ([4], [4]),
 ])
-def test_check_sweep_parses(value, expected):
-    assert check_sweep("depths", value) == expected
+def test_a_list_kind_parses(value, expected):
+    assert Kind("list of depth")("depths", value) == expected
 
 
-def test_check_sweep_rejects_bad_element_naming_axis():
+def test_a_list_kind_names_the_parameter_and_the_rule():
     with pytest.raises(ConfigError, match=r"^depths: depth must be an integer >= 1 \(got 0\)$"):
-        check_sweep("depths", [1, 0])
+        Kind("list of depth")("depths", [1, 0])
+    with pytest.raises(ConfigError, match=r"^map_lrs: lr must be > 0 \(got -1.0\)$"):
+        Kind("list of lr")("map_lrs", [0.01, -1])
+    with pytest.raises(ConfigError, match="kernel_sizes: kernel_size must be odd"):
+        Kind("list of kernel_size")("kernel_sizes", [3, 4])
 
 
 @pytest.mark.parametrize("value", [[], "[]", "[1, 2", True, {"a": 1}])
-def test_check_sweep_rejects_non_lists(value):
+def test_a_list_kind_rejects_non_lists(value):
     with pytest.raises(ConfigError, match="depths"):
-        check_sweep("depths", value)
+        Kind("list of depth")("depths", value)
 
 
-def test_check_sweep_uses_field_rules_and_named_rules():
-    assert check_sweep("activations", "linear, relu") == ["linear", "relu"]
-    assert check_sweep("lrs", [0.1, 0.01]) == [0.1, 0.01]
-    assert check_sweep("rhos", "[0, 0.5, 1]") == [0, 0.5, 1]
-    with pytest.raises(ConfigError, match="rhos"):
-        check_sweep("rhos", [0.5, 1.5])
-    with pytest.raises(ConfigError, match="kernel_sizes: kernel_size must be odd"):
-        check_sweep("kernel_sizes", [3, 4])
-
-
-def test_check_sweep_unknown_axis_raises():
-    with pytest.raises(ConfigError, match="no validation rule.*'colours'"):
-        check_sweep("colours", [1])
-
-
-# --- chapter parameters --------------------------------------------------------------------------
-
-def test_validate_parameters_known_names():
-    params = {"lr": 1, "model": "cnn", "depths": "1,2", "seeds": 2, "rhos": [0, 0.5],
-              "n_probes": 4, "n_test": 10}
-    out = validate_parameters(params)
-    assert out == {"lr": 1.0, "model": "cnn", "depths": [1, 2], "seeds": [2], "rhos": [0, 0.5],
-                   "n_probes": 4, "n_test": 10}
-    assert isinstance(out["lr"], float)
-
-
-@pytest.mark.parametrize("params, name", [
-    ({"lr": -1}, "lr"), ({"depths": [1, 0]}, "depths"), ({"n_probes": 0}, "n_probes"),
-    ({"rhos": [2.0]}, "rhos"), ({"seeds": "0, -1"}, "seeds"), ({"activation": "tanh"}, "activation"),
-])
-def test_validate_parameters_rejects_bad_values(params, name):
-    with pytest.raises(ConfigError, match=name):
-        validate_parameters(params)
-
-
-def test_validate_parameters_unknown_name_raises():
-    with pytest.raises(ConfigError, match="no validation rule for parameter 'learning_rate'"):
-        validate_parameters({"learning_rate": 0.1})
-
-
-def test_scalar_parameters_are_not_sweeps():
-    with pytest.raises(ConfigError, match="n_probes must be an integer >= 1"):
-        validate_parameters({"n_probes": [1, 2]})
-    assert validate_parameters({"rhos": 0.5}) == {"rhos": [0.5]}
-
-
-def test_section_parameters_follow_their_field_rules():
-    assert validate_parameters({"lr_60k": 1, "optimizer_60k": "adam"}) == {"lr_60k": 1.0, "optimizer_60k": "adam"}
+def test_kinds_of_every_form():
+    assert Kind("list of activation")("activations", "linear, relu") == ["linear", "relu"]
+    assert Kind("list of lr")("lrs", [0.1, 1]) == [0.1, 1.0]
+    assert Kind("list of number in 0..1")("rhos", "[0, 0.5, 1]") == [0, 0.5, 1]
+    with pytest.raises(ConfigError, match=r"rhos: rhos must be a number in \[0, 1\]"):
+        Kind("list of number in 0..1")("rhos", [0.5, 1.5])
+    assert Kind("lr")("lr_60k", 1) == 1.0
     with pytest.raises(ConfigError, match="optimizer_60k: optimizer must be one of"):
-        validate_parameters({"optimizer_60k": "rmsprop"})
-    with pytest.raises(ConfigError, match="epochs must be an integer >= 1"):
-        validate_parameters({"epochs": 0})
-
-
-def test_section_parameters_are_validated_as_their_field_or_sweep():
-    out = validate_parameters({"map_lrs": [0.01, 1], "study_depths": "5, 20", "map_channels": 8,
-                               "channel_counts": [4, 8], "map_init_scales": [0.5]})
-    assert out == {"map_lrs": [0.01, 1.0], "study_depths": [5, 20], "map_channels": 8,
-                   "channel_counts": [4, 8], "map_init_scales": [0.5]}
-    with pytest.raises(ConfigError, match="map_lrs: lrs: lr"):
-        validate_parameters({"map_lrs": [0.01, -1]})
-    with pytest.raises(ConfigError, match="map_optimizers"):
-        validate_parameters({"map_optimizers": ["gd", "rmsprop"]})
-    with pytest.raises(ConfigError, match="channel_counts"):
-        validate_parameters({"channel_counts": [4, 0]})
-    with pytest.raises(ConfigError, match="no validation rule"):
-        validate_parameters({"map_colour": 3})
-
-
-def test_wide_channels_may_be_zero_to_skip():
-    assert validate_parameters({"wide_channels": 0}) == {"wide_channels": 0}
+        Kind("optimizer")("optimizer_60k", "rmsprop")
+    assert Kind("int >= 0")("wide_channels", 0) == 0
     with pytest.raises(ConfigError, match="wide_channels must be an integer >= 0"):
-        validate_parameters({"wide_channels": -1})
+        Kind("int >= 0")("wide_channels", -1)
+    assert Kind("one of pc, mean")("summary", "mean") == "mean"
+    with pytest.raises(ConfigError, match="summary must be one of pc, mean"):
+        Kind("one of pc, mean")("summary", "max")
+    assert Kind("list of int >= 0")("snapshots", "[0, 10]") == [0, 10]
+
+
+def test_a_scalar_kind_refuses_a_list():
+    with pytest.raises(ConfigError, match="n_probes must be a single value"):
+        Kind("int >= 1")("n_probes", [1, 2])
+
+
+def test_an_unknown_kind_is_refused():
+    with pytest.raises(ConfigError, match=r"unknown parameter kind \[list of colour\]"):
+        Kind("list of colour")
