@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .config import RunConfig, source_digest
 
-__all__ = ["root", "entry", "load_result", "store_result", "platform_of", "artifact_name",
+__all__ = ["root", "entry", "ensure_writable", "load_result", "store_result", "platform_of", "artifact_name",
            "read_artifact", "write_artifact", "has", "DamagedEntry", "FORMAT"]
 
 FORMAT = 2          # of result.pt; an entry of another format is retrained
@@ -50,6 +50,12 @@ def entry(config: RunConfig) -> Path:
 def has(config: RunConfig) -> bool:
     """Whether a trained network of ``config`` is stored (not checked for damage)."""
     return (entry(config) / "result.pt").exists()
+
+
+def ensure_writable() -> Path:
+    """The cache folder, created if needed; an :class:`OSError` that names it and the fix if it
+    cannot be."""
+    return _make_root()
 
 
 def _make_root() -> Path:

@@ -22,7 +22,7 @@ import re
 from .config import FIELDS, ConfigError, Kind
 
 __all__ = ["book_dir", "chapters", "parameters", "profiles", "load_profile", "validate", "resolve", "chapter",
-           "execute", "refresh", "after", "run_parallel", "refresh_all", "ChapterFailed"]
+           "execute", "refresh", "after", "run_parallel", "refresh_all", "ChapterFailed", "ChapterError"]
 
 _KIND = re.compile(r"\s*\[([^\]]+)\]\s*$")
 
@@ -192,9 +192,24 @@ def execute(chapter: str, output: str | Path, overrides: dict | None = None,
     output.parent.mkdir(parents=True, exist_ok=True)
     src = _chapter_path(chapter)
     absolute_env_paths()
-    papermill.execute_notebook(str(src), str(output), parameters=params, cwd=str(src.parent),
-                               kernel_name="python3", progress_bar=progress)
+    try:
+        papermill.execute_notebook(str(src), str(output), parameters=params, cwd=str(src.parent),
+                                   kernel_name="python3", progress_bar=progress)
+    except papermill.PapermillExecutionError as err:
+        raise ChapterError(chapter, err, output) from err
     return output
+
+
+class ChapterError(RuntimeError):
+    """A chapter raised while executing: its name, the cell, the error's first line, and where the
+    executed notebook (with the full traceback) is."""
+
+    def __init__(self, chapter: str, err, notebook: Path):
+        self.chapter, self.cell, self.ename, self.notebook = chapter, err.cell_index, err.ename, notebook
+        first = next((t.strip() for t in str(err.evalue).splitlines() if t.strip()), "")
+        self.evalue = first
+        super().__init__(f"chapter {chapter} failed in cell {err.cell_index + 1}: {err.ename}: {first} "
+                         f"(the traceback is in {notebook})")
 
 
 PATH_VARIABLES = ("IDENTLIB_CACHE_DIR", "IDENTLIB_DATA_DIR")
@@ -237,7 +252,15 @@ def refresh(chapter: str, progress: bool = True) -> Path:
     fd, tmp = tempfile.mkstemp(dir=src.parent, prefix=f".{chapter}-", suffix=".ipynb")
     os.close(fd)
     try:
-        execute(chapter, tmp, {}, progress=progress)
+        try:
+            execute(chapter, tmp, {}, progress=progress)
+        except ChapterError as err:                 # keep the failed run (ignored by git and the book)
+            failed = src.with_name(f".{chapter}.failed.ipynb")
+            os.replace(tmp, failed)
+            err.notebook = failed
+            err.args = (str(err).rsplit(" (the traceback is in ", 1)[0] + f" (the traceback is in {failed}; "
+                        "the chapter keeps its stored outputs)",)
+            raise
         _strip_volatile(Path(tmp))
         os.chmod(tmp, src.stat().st_mode)          # mkstemp's files are private (0600)
         os.replace(tmp, src)

@@ -11,12 +11,20 @@
                                              claim fails or none is stored)
 
 Values are read as YAML (``-p depths "[1, 2]"``, ``-p lr 1e-3``, ``-p bias true``). Unknown names
-and invalid values are refused with one line before anything runs (exit status 2).
+and invalid values are refused with one line before anything runs.
+
+Every failure ends with one line on stderr that says what happened and what to do, and an exit
+status: 2 for bad input (parameters, data files, paths), 1 for a run that failed (a diverging
+training, a chapter that raised, a claim that does not hold), 130 for an interrupt (Ctrl-C), which
+keeps every network that finished and says how to resume. ``--debug`` (or ``IDENTLIB_DEBUG=1``)
+shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 import yaml
 
@@ -45,6 +53,7 @@ def _overrides(pairs) -> dict:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="identlib", description="Identity Crisis, the executable book")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of a failure (also IDENTLIB_DEBUG=1)")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("chapters", help="list chapters and their profiles")
     p = sub.add_parser("params", help="show a chapter's parameters")
@@ -71,11 +80,79 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    debug = args.debug or os.environ.get("IDENTLIB_DEBUG", "") not in ("", "0")
+    start = time.time()
     try:
         return _dispatch(args)
-    except ConfigError as err:
-        print(f"identlib: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:                    # noqa: BLE001 - a chapter whose kernel was interrupted
+        from .chapters import ChapterError
+
+        if not (isinstance(err, ChapterError) and err.ename == "KeyboardInterrupt"):
+            return _fail(err, debug)
+        if debug:
+            raise
+        return _interrupted(start)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        return _interrupted(start)
+
+
+def _fail(err: Exception, debug: bool) -> int:
+    if debug:
+        raise err
+    status, line = _explain(err)
+    print(f"identlib: {line}", file=sys.stderr)
+    return status
+
+
+def _interrupted(start: float) -> int:
+    kept = _kept_since(start)
+    print(f"identlib: interrupted; {kept} network(s) trained in this run are kept in the results cache "
+          f"and nothing half-written was left; run the same command again to resume", file=sys.stderr)
+    return 130
+
+
+def _one_line(text: str) -> str:
+    lines = [t.strip() for t in str(text).strip().splitlines() if t.strip()]
+    return lines[0] if lines else ""
+
+
+def _explain(err: Exception) -> tuple[int, str]:
+    """(exit status, one line) for a failure."""
+    from papermill.exceptions import PapermillExecutionError
+
+    from . import chapters as ch
+    from .data import DataError
+    from .train import TrainingDiverged
+
+    if isinstance(err, ConfigError):
+        return 2, str(err)
+    if isinstance(err, DataError):
+        return 2, _one_line(err)
+    if isinstance(err, TrainingDiverged):
+        return 1, _one_line(err)
+    if isinstance(err, ch.ChapterFailed):
+        return 1, str(err)
+    if isinstance(err, ch.ChapterError):
+        return 1, str(err)
+    if isinstance(err, PapermillExecutionError):
+        return 1, f"cell {err.cell_index + 1} raised {err.ename}: {_one_line(err.evalue)}"
+    if isinstance(err, OSError):
+        if err.filename:
+            return 2, f"{err.strerror or _one_line(err)} ({err.filename}); check the path and its permissions"
+        return 2, err.strerror or _one_line(err)
+    return 1, f"{type(err).__name__}: {_one_line(err)} (run with --debug for the traceback)"
+
+
+def _kept_since(start: float) -> int:
+    """Networks stored in the results cache since ``start``."""
+    from .cache import root
+
+    try:
+        return sum(1 for p in root().glob("*/result.pt") if p.stat().st_mtime >= start - 1)
+    except OSError:
+        return 0
 
 
 def _dispatch(args) -> int:

@@ -101,17 +101,27 @@ def _train_in_workers(configs, keep_init: bool = False, workers: int = 0) -> Non
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
+    cache.ensure_writable()
+    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=torch.set_num_threads,
+                               initargs=(1,))
     try:
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
-                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            for done in [pool.submit(_train_and_store, c, keep_init) for c in todo]:
-                done.result()
+        for done in [pool.submit(_train_and_store, c, keep_init) for c in todo]:
+            done.result()
+    except KeyboardInterrupt:
+        # Stop the workers at once: what they finished is in the cache, what they were writing was
+        # going to a temporary file that is not part of it.
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
     except BrokenProcessPool as err:
         raise RuntimeError(
             "a training worker process died. Networks finished before it are in the cache. Either it "
             "was killed (out of memory: use fewer workers), or the script that called run_all/sweep "
             "with workers lacks an `if __name__ == \"__main__\":` guard (each worker starts by "
             "importing that script); or pass workers=0 to train in this process") from err
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _train_and_store(config: RunConfig, keep_init: bool) -> None:
@@ -152,6 +162,9 @@ def _run(config: RunConfig, *, use_cache: bool, keep_init: bool, progress) -> Ru
         where = cache.platform_of(config) if payload is not None else None
     if payload is None:
         from .runtime import platform
+
+        if use_cache:
+            cache.ensure_writable()                          # fail before training, not after
 
         result, init_state = _train(config, progress)
         payload, where = dict(result, init_state=init_state), platform()
