@@ -179,7 +179,27 @@ def chapter(name: str, namespace: dict, *, require: str | None = None, **fixed):
     base = _base(values, fixed)
     print(setup(require=require))
     print(base)
-    return base, types.SimpleNamespace(**values), Claims()
+    return base, types.SimpleNamespace(**values), Claims(strict=_own_settings(name, values, known))
+
+
+def _own_settings(name: str, values: dict, known: dict) -> bool:
+    """Whether ``values`` are the chapter's defaults or one of its named profiles: the settings its
+    claims are made for (``$IDENTLIB_CLAIMS`` = ``strict`` or ``report`` overrides)."""
+    mode = os.environ.get("IDENTLIB_CLAIMS", "")
+    if mode in ("strict", "report"):
+        return mode == "strict"
+    defaults = validate(name, {k: v["default"] for k, v in known.items()}, known)
+    changed = {k: v for k, v in values.items() if v != defaults[k]}
+    if not changed:
+        return True
+    for profile in profiles(name):
+        try:
+            overrides = validate(name, load_profile(name, profile), known)
+        except ConfigError:
+            continue
+        if changed == {k: v for k, v in overrides.items() if v != defaults[k]}:
+            return True
+    return False
 
 
 def execute(chapter: str, output: str | Path, overrides: dict | None = None,

@@ -144,3 +144,35 @@ def test_a_chapter_whose_claim_fails_fails_with_its_name(tmp_path, monkeypatch):
                           "0.9", "-o", str(tmp_path / "bad.ipynb")], env=env, capture_output=True, text=True)
     assert bad.returncode != 0
     assert "claim 'tiny claim' fails: 0.7 is not >= 0.9 (1 networks)" in bad.stderr
+
+
+def test_a_claim_reports_instead_of_raising_outside_the_chapters_settings(capsys):
+    claims = Claims(strict=False)
+    c = claims.check("deep memorizes", 0.41, ">=", 0.9, n=3)
+    assert not c.holds
+    assert "fails: 0.41 is not >= 0.9 (3 seeds) (reported" in capsys.readouterr().out
+
+
+def test_claims_are_strict_at_the_defaults_and_profiles_only(tmp_path, monkeypatch):
+    book = tmp_path / "book"
+    (book / "profiles" / "tiny").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("steps = 3  # choice: steps\ndepths = [1, 2]  # choice: sweep [list of depth]")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params]
+    nbformat.write(nb, book / "tiny.ipynb")
+    (book / "profiles" / "tiny" / "big.yaml").write_text("depths: [1, 2, 6]\n")
+    monkeypatch.setenv("IDENTLIB_BOOK_DIR", str(book))
+    monkeypatch.delenv("IDENTLIB_CLAIMS", raising=False)
+
+    def strict(**values):
+        namespace = {"steps": 3, "depths": [1, 2]} | values
+        return ch.chapter("tiny", namespace)[2].strict
+
+    assert strict() and strict(depths="1, 2") and strict(depths=[1, 2, 6])
+    assert not strict(depths=[1, 6]) and not strict(steps=4)
+    monkeypatch.setenv("IDENTLIB_CLAIMS", "strict")
+    assert strict(steps=4)
+    monkeypatch.setenv("IDENTLIB_CLAIMS", "report")
+    assert not strict()
