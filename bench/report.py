@@ -25,7 +25,7 @@ FIGURE = HERE.parent / "book" / "figures" / "bench.png"
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (bench/bench.py: the table and the paper-scale estimate)
 
-GPU = ("No GPU was lent to the sessions that wrote this page: every number on it was measured on a "
+GPU = ("No GPU was used for this page: every number on it was measured on a "
        "CPU, and the estimate has not been checked on a GPU.")
 
 
@@ -41,7 +41,7 @@ def _pct(x: float) -> str:
 # --- sections ----------------------------------------------------------------------------------------
 
 def bench_section(b: dict) -> str:
-    """The main table, and what it says about the issue's per-step targets."""
+    """The main table, and what it says about the per-step targets."""
     peaks, meta, results = b["peaks"], b["meta"], b["results"]
     table = bench.report(results, peaks, b["levers"], meta, _rounds(results)).split("\n\nSteps/s counts")[0]
     by = {r["case"]: r["variants"] for r in results}
@@ -63,12 +63,12 @@ def bench_section(b: dict) -> str:
         f"{peaks['bf16'] / peaks['float32']:.2f}× the float32 peak on this CPU. A bfloat16 step of this "
         f"network could be at most {bound:.2f}× faster than the plain loop's here (the bfloat16 peak over the "
         f"plain loop's {deep['plain']['gflops']:.0f} GFLOP/s), "
-        + (f"so the issue's 2.5× per step is out of reach on this CPU, and the time to a *trained* network "
+        + (f"so the book's 2.5× target per step is out of reach on this CPU, and the time to a *trained* network "
            f"(below) is where the remaining levers act." if bound < 2.5 else
            f"and the measured {speed['engine bf16']:.2f}× "
            + ("meets" if speed["engine bf16"] >= 2.5 else "falls short of")
-           + " the issue's 2.5× per step"
-           + (f". The step still uses only {_pct(pct['engine bf16'])} of the bfloat16 peak (the issue asks for "
+           + " the book's 2.5× target per step"
+           + (f". The step still uses only {_pct(pct['engine bf16'])} of the bfloat16 peak (the book's target is "
               f"60%)" + _near(by_full["CNN depth 20, 128 ch"]) + "; the profile below shows where the rest goes."
               if pct["engine bf16"] < 0.6 else ".")),
         "",
@@ -124,7 +124,7 @@ def profile_section(b: dict) -> str:
             f"forward and {bf['conv_backward_gflops']:.0f} GFLOP/s backward, {_pct(bf['conv_forward_gflops'] / peak)} "
             f"and {_pct(bf['conv_backward_gflops'] / peak)} of the bfloat16 `torch.mm` peak of the same run "
             f"({peak:.0f} GFLOP/s); everything else in the step is {_pct(rest)} of it. "
-            + ("So the distance to the issue's 60% lies mostly inside oneDNN's bfloat16 convolutions for this "
+            + ("So the distance to the target of 60% lies mostly inside oneDNN's bfloat16 convolutions for this "
                "shape (one 28×28 image, 128 channels), not in the work `identlib` does around them: even with "
                "that work gone, the step would reach at most "
                f"{_pct(step_flops_of(b) / conv / peak)} of the peak."
@@ -176,7 +176,7 @@ def trained_section(t: dict) -> str:
         f"against {ref['cpu_seconds']:.0f} s) and {v[best]['speedup']:.2f}× in wall time"
         + (f" (in wall time *{best_wall}* was fastest, {v[best_wall]['speedup']:.2f}×)" if best_wall != best else "")
         + ". " + ("That meets" if reached else "That is short of")
-        + f" the issue's target of 2.5× for deep-CNN training at {e2e['channels']} channels"
+        + f" the book's target of 2.5× for deep-CNN training at {e2e['channels']} channels"
         + ("." if reached or wide_reached else ", and no combination of the levers measured here reaches it on this CPU.")]
     steps = v.get("engine bf16, seeds grouped, tol", {}).get("steps")
     if steps:
@@ -188,7 +188,7 @@ def trained_section(t: dict) -> str:
         out.append(f"At 128 channels, the paper's width, bfloat16 gives {bf:.2f}× per step and 2 grouped seeds "
                    f"{p['plain fp32'] / p['engine bf16, 2 seeds grouped']:.2f}×"
                    + (f": with the same 4000 steps a 128-channel network trains {bf:.2f}× as fast as with the "
-                      f"plain loop, which meets the issue's 2.5× at the paper's width, though not at the "
+                      f"plain loop, which meets the book's 2.5× target at the paper's width, though not at the "
                       f"book's 16 channels, where a step is too small for the matrix units to matter. (The "
                       f"verdicts of a 128-channel bfloat16 network after full training are not checked by "
                       f"this benchmark.)" if bf >= 2.5 else "."))
@@ -264,8 +264,8 @@ def chapter_section(c: dict, toc: list[str]) -> str:
     cold, warm, jobs = book_times(c)
     how = f", {jobs} chapters at a time as `make chapters` runs them," if jobs > 1 else ""
     return (text + f"\n\nThe whole book executes{how} in {cold / 60:.1f} minutes with an empty results cache "
-            f"({'within' if cold <= 600 else 'over'} the issue's 10 minutes) and in {warm:.0f} s with a warm "
-            f"one ({'within' if warm <= 60 else 'over'} its 60 s).")
+            f"({'within' if cold <= 600 else 'over'} the book's 10-minute target) and in {warm:.0f} s with a warm "
+            f"one ({'within' if warm <= 60 else 'over'} its 60 s target).")
 
 
 def summary_section(b: dict | None, t: dict | None, c: dict | None, toc: list[str]) -> str:
