@@ -275,7 +275,7 @@ def test_papermill_alone_fails_in_the_setup_cell_before_training(tmp_path):
     assert "depths: depth must be an integer >= 1 (got 0)" in str(err.value)
     nb = nbformat.read(out, as_version=4)
     failed = [c for c in nb.cells if any(o.output_type == "error" for o in c.get("outputs", []))]
-    assert len(failed) == 1 and "il.RunConfig(" in failed[0].source   # the setup cell, not training
+    assert len(failed) == 1 and "il.chapter(" in failed[0].source   # the setup cell, not training
 
 
 def test_shallow_cnn_with_small_networks_keeps_the_theory(tmp_path):
