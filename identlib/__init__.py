@@ -23,7 +23,6 @@ import types
 _FROM = {
     "claims": ["Claims", "ClaimFailed", "glue"],
     "chapters": ["chapter"],
-    "_legacy": ["validate_parameters", "check_sweep"],
     "config": ["ConfigError", "RunConfig", "Kind"],
     "data": ["DataError", "Panel", "first_index", "load", "patterns", "probes", "test_images", "test_panel",
              "training_image"],

@@ -7,7 +7,7 @@ from identlib import chapters as ch
 from test_chapters import outputs
 
 SMALL = {"depths": [1, 2], "widths": [784], "seeds": [0], "rhos": [0.0, 1.0], "n_probes": 2,
-         "inits": ["default", "he"], "init_scales": [2.0], "n_train": 2000, "n_test": 200}
+         "inits": ["default", "he"], "init_scales": [2.0], "n_train_60k": 2000, "n_test": 200}
 
 
 def test_nonlinear_fcn_with_small_sweeps(tmp_path):
