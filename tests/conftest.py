@@ -41,3 +41,4 @@ def data_dir() -> Path:
     if DATA_DIR is None or not (DATA_DIR / "mnist").is_dir():
         pytest.skip("no local copy of the raw data (set IDENTLIB_DATA_DIR)")
     return DATA_DIR
+

@@ -26,6 +26,18 @@ def outputs(path) -> str:
     return "\n".join(parts)
 
 
+def write_chapter(path: Path, parameters: str, *cells: str) -> Path:
+    """A chapter notebook at ``path``: a ``parameters`` cell with ``parameters``, then code cells."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell(parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, *(nbformat.v4.new_code_cell(c) for c in cells)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
 def test_book_has_the_spine_chapters():
     assert {"intro", "linear_fcn"} <= set(CHAPTERS)
 

@@ -14,6 +14,7 @@ import torch
 from identlib import chapters as ch
 from identlib.claims import MIME, Claim, Claims, ClaimFailed, glue, read_notebook
 from identlib.cli import main
+from test_chapters import write_chapter
 
 
 def test_a_claim_that_holds_prints_a_line_without_its_digits(capsys):
@@ -126,15 +127,9 @@ def test_every_stored_chapter_ends_with_a_claims_table_that_holds(chapter):
 def test_a_chapter_whose_claim_fails_fails_with_its_name(tmp_path, monkeypatch):
     """A real chapter run (papermill, through the command line) stops at the failing claim."""
     book = tmp_path / "book"
-    book.mkdir()
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell("tol = 0.5  # choice: the claim's threshold (any validated name)")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        "import identlib as il\nclaims = il.Claims()\n"
-        "claims.check('tiny claim', 0.7, '>=', tol, n=1, over='networks')\nclaims.table()")]
-    nbformat.write(nb, book / "tiny.ipynb")
+    write_chapter(book / "tiny.ipynb", "tol = 0.5  # choice: the claim's threshold (any validated name)",
+                  "import identlib as il\nclaims = il.Claims()\n"
+                  "claims.check('tiny claim', 0.7, '>=', tol, n=1, over='networks')\nclaims.table()")
     env = {**__import__("os").environ, "IDENTLIB_BOOK_DIR": str(book)}
     ok = subprocess.run([sys.executable, "-m", "identlib", "run", "tiny", "--no-progress", "-o",
                          str(tmp_path / "ok.ipynb")], env=env, capture_output=True, text=True)

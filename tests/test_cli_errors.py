@@ -18,6 +18,7 @@ import torch
 
 from identlib import cache, experiments
 from identlib.config import RunConfig
+from test_chapters import write_chapter
 
 TINY = ["-p", "depth", "2", "-p", "width", "8", "-p", "steps", "5"]
 
@@ -124,14 +125,8 @@ def test_interrupt_keeps_finished_networks(tmp_path):
 
 def test_a_failing_chapter_ends_with_its_name_and_cell(tmp_path):
     book = tmp_path / "book"
-    book.mkdir()
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell("lr = 100.0  # choice: far too large")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        "import identlib as il\nil.run(il.RunConfig(depth=2, width=8, lr=lr, steps=200))")]
-    nbformat.write(nb, book / "broken.ipynb")
+    write_chapter(book / "broken.ipynb", "lr = 100.0  # choice: far too large",
+                  "import identlib as il\nil.run(il.RunConfig(depth=2, width=8, lr=lr, steps=200))")
     proc = identlib("run", "broken", "--no-progress", "-o", str(tmp_path / "out.ipynb"),
                     env={"IDENTLIB_BOOK_DIR": str(book), "IDENTLIB_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 1
