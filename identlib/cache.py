@@ -55,10 +55,6 @@ def has(config: RunConfig) -> bool:
 def ensure_writable() -> Path:
     """The cache folder, created if needed; an :class:`OSError` that names it and the fix if it
     cannot be."""
-    return _make_root()
-
-
-def _make_root() -> Path:
     path = root()
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -116,7 +112,7 @@ def store_result(config: RunConfig, result: dict, init_state: dict | None = None
 
     from .runtime import platform
 
-    path = _make_root() / config.digest()
+    path = ensure_writable() / config.digest()
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
     try:
         (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
@@ -159,7 +155,7 @@ def read_artifact(config: RunConfig, name: str, load):
 
 def write_artifact(config: RunConfig, name: str, write) -> None:
     """Write an artifact atomically: ``write(f)`` fills a binary file object."""
-    folder = _make_root() / config.digest()
+    folder = ensure_writable() / config.digest()
     folder.mkdir(exist_ok=True)
     if not (folder / "config.json").exists():
         _atomic(folder / "config.json", lambda f: f.write(json.dumps(config.to_dict(), indent=1,

@@ -132,9 +132,7 @@ def _explain(err: Exception) -> tuple[int, str]:
         return 2, _one_line(err)
     if isinstance(err, TrainingDiverged):
         return 1, _one_line(err)
-    if isinstance(err, ch.ChapterFailed):
-        return 1, str(err)
-    if isinstance(err, ch.ChapterError):
+    if isinstance(err, (ch.ChapterFailed, ch.ChapterError)):
         return 1, str(err)
     if isinstance(err, PapermillExecutionError):
         return 1, f"cell {err.cell_index + 1} raised {err.ename}: {_one_line(err.evalue)}"
