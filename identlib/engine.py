@@ -9,7 +9,7 @@ so each member's update is its own too. Member g's trained weights, loss history
 are what training it alone gives, up to float rounding (``tests/test_engine.py`` checks this);
 where training is chaotic (a ReLU switched off by a rounding difference), the two can part.
 Grouping pays for small networks, whose steps are mostly per-operation overhead; for 128-channel
-CNNs it is about even (book/runtime.md). Because of that rounding, the results cache never holds a
+CNNs it is about even (the Runtime chapter). Because of that rounding, the results cache never holds a
 grouped member (:mod:`identlib.experiments` trains each cached network alone, on one thread): the
 benchmarks use this module directly, and so can an experiment that does not need bit-identical
 reruns.
@@ -171,13 +171,16 @@ def stack(members) -> _Grouped:
 def fit_group(members, inputs: torch.Tensor, targets: torch.Tensor, *, generators, optimizer: str = "gd",
               lr: float = 0.01, steps: int = 1000, momentum: float = 0.0, loss_reduction: str = "mean",
               tol: float = 0.0, batch_size: int = 0, precision: str = "float32",
-              progress: bool | None = None, name: str = "group") -> list[tuple[TrainResult, dict]]:
+              progress: bool | None = None, name: str = "group",
+              callback=None) -> list[tuple[TrainResult, dict]]:
     """Train ``members`` (networks of one shape) as :func:`identlib.train.train` would train each
     alone, with the same arguments; member g draws its minibatches from ``generators[g]``.
 
     Returns, per member, its :class:`~identlib.train.TrainResult` and trained state dict. If a
     member diverges (by the rule of ``train``), :class:`~identlib.train.TrainingDiverged` is raised,
-    naming the group; train the members alone to find which one.
+    naming the group; train the members alone to find which one. ``callback(t, group)``, if given,
+    is called after each step t = 1, 2, ... with the grouped network (the benchmarks time steps
+    with it).
     """
     group = stack(members)
     G, n = group.G, len(inputs)
@@ -213,6 +216,8 @@ def fit_group(members, inputs: torch.Tensor, targets: torch.Tensor, *, generator
             opt.step()
             losses[step] = member_loss.detach()
             taken = step + 1
+            if callback is not None:
+                callback(taken, group)
             if taken % CHECK_EVERY == 0 or taken == steps:
                 _check(losses, taken, stopped, name, optimizer, lr)
                 if tol > 0:

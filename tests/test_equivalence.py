@@ -10,30 +10,16 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import identlib
 from identlib import config, data, engine, experiments
 from identlib.config import RunConfig
 from identlib.models import build_model
+from identlib.reference import plain_loop
 from identlib.train import train
 
 TINY = RunConfig(model="cnn", depth=3, channels=6, kernel_size=5, activation="relu", bias=True,
                  init="default", optimizer="gd", momentum=0.9, lr=0.05, steps=40)
-
-
-def plain_loop(model, x, c: RunConfig) -> list[float]:
-    """The loop a reader would write (PyTorch's default, unfused optimizers)."""
-    opt = (torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum) if c.optimizer == "gd"
-           else torch.optim.Adam(model.parameters(), lr=c.lr))
-    losses = []
-    for _ in range(c.steps):
-        loss = F.mse_loss(model(x), x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
 
 
 def engine_run(c: RunConfig, precision: str = "float32", **kw):
