@@ -61,14 +61,39 @@ def _chapter_path(chapter: str) -> Path:
     return known[chapter]
 
 
+def _continued_help(path: Path) -> dict[str, str]:
+    """name -> the comment lines that continue a parameter's trailing comment on the lines below
+    it (comment-only lines, which papermill skips), so that a parameters cell fits the page::
+
+        channels = 16  # paper: 128; choice: 16, so that the chapter runs in minutes
+                       # (paper profile: 128)
+    """
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    out, name = {}, None
+    for line in cell.source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") and name is not None:
+            out[name] = (out.get(name, "") + " " + stripped.lstrip("#").strip()).strip()
+        else:
+            m = re.match(r"(\w+)\s*=", line)
+            name = m.group(1) if m else None
+    return out
+
+
 def parameters(chapter: str) -> dict[str, dict]:
-    """name -> {"default": value, "help": the trailing comment, "kind": its :class:`Kind`} of a
-    chapter's parameters cell. A parameter that is not a config field must declare its kind."""
+    """name -> {"default": value, "help": its comment, "kind": its :class:`Kind`} of a chapter's
+    parameters cell. The comment trails the assignment and may go on in comment lines below it.
+    A parameter that is not a config field must declare its kind, at the end of its comment."""
     import papermill
 
     out = {}
-    for name, p in papermill.inspect_notebook(str(_chapter_path(chapter))).items():
-        text = p["help"].strip()
+    path = _chapter_path(chapter)
+    more = _continued_help(path)
+    for name, p in papermill.inspect_notebook(str(path)).items():
+        text = (p["help"].strip() + " " + more.get(name, "")).strip()
         m = _KIND.search(text)
         if m:
             kind = Kind(m.group(1))

@@ -373,3 +373,22 @@ def test_a_parameter_without_a_kind_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("IDENTLIB_BOOK_DIR", str(book))
     with pytest.raises(ConfigError, match="parameter 'n_shown' declares no kind"):
         ch.parameters("mini")
+
+
+def test_a_parameters_comment_may_go_on_below_it(tmp_path, monkeypatch):
+    """So that a parameters cell fits the page: comment-only lines right below a parameter
+    continue its comment, and its kind may end the last of them."""
+    book = tmp_path / "book"
+    write_chapter(book / "wrapped.ipynb",
+                  'n_shown = 3  # choice: how many images\n'
+                  '             # are shown [int ≥ 1]\n'
+                  '\n'
+                  '# a note on the next parameter, not a continuation\n'
+                  'depths = [1, 2]  # choice: depths [list of depth]\n')
+    monkeypatch.setenv("IDENTLIB_BOOK_DIR", str(book))
+    params = ch.parameters("wrapped")
+    assert params["n_shown"]["help"] == "choice: how many images are shown [int ≥ 1]"
+    assert params["depths"]["help"] == "choice: depths [list of depth]"
+    assert ch.validate("wrapped", {"n_shown": 2, "depths": [3]}) == {"n_shown": 2, "depths": [3]}
+    with pytest.raises(ConfigError, match="n_shown must be an integer >= 1"):
+        ch.validate("wrapped", {"n_shown": 0})
