@@ -249,12 +249,16 @@ class ChapterError(RuntimeError):
     """A chapter raised while executing: its name, the cell, the error's first line, and where the
     executed notebook (with the full traceback) is."""
 
-    def __init__(self, chapter: str, err, notebook: Path):
+    def __init__(self, chapter: str, err, notebook: Path, note: str = ""):
         self.chapter, self.cell, self.ename, self.notebook = chapter, err.cell_index, err.ename, notebook
-        first = next((t.strip() for t in str(err.evalue).splitlines() if t.strip()), "")
-        self.evalue = first
-        super().__init__(f"chapter {chapter} failed in cell {err.cell_index + 1}: {err.ename}: {first} "
-                         f"(the traceback is in {notebook})")
+        self.evalue = next((t.strip() for t in str(err.evalue).splitlines() if t.strip()), "")
+        self.error = err
+        super().__init__(f"chapter {chapter} failed in cell {err.cell_index + 1}: {err.ename}: "
+                         f"{self.evalue} (the traceback is in {notebook}{note})")
+
+    def kept(self, notebook: Path, note: str) -> "ChapterError":
+        """The same failure, with its executed notebook moved to ``notebook``."""
+        return ChapterError(self.chapter, self.error, notebook, note)
 
 
 PATH_VARIABLES = ("IDENTLIB_CACHE_DIR", "IDENTLIB_DATA_DIR")
@@ -302,10 +306,7 @@ def refresh(chapter: str, progress: bool = True) -> Path:
         except ChapterError as err:                 # keep the failed run (ignored by git and the book)
             failed = src.with_name(f".{chapter}.failed.ipynb")
             os.replace(tmp, failed)
-            err.notebook = failed
-            err.args = (str(err).rsplit(" (the traceback is in ", 1)[0] + f" (the traceback is in {failed}; "
-                        "the chapter keeps its stored outputs)",)
-            raise
+            raise err.kept(failed, "; the chapter keeps its stored outputs") from err.error
         _strip_volatile(Path(tmp))
         os.chmod(tmp, src.stat().st_mode)          # mkstemp's files are private (0600)
         os.replace(tmp, src)

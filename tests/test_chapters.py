@@ -319,22 +319,17 @@ def test_relative_cache_and_data_folders_are_made_absolute_before_a_kernel_start
 def _mini_book(tmp_path):
     """A one-chapter book whose chapter adds a sweep parameter no other chapter has."""
     book = tmp_path / "book"
-    book.mkdir()
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell(
+    write_chapter(
+        book / "mini.ipynb",
         "steps = 3  # choice: training steps\n"
         "colour_depths = [1, 2]  # choice: a new sweep of the depth [list of depth]\n"
-        "n_shown = 2  # choice: how many results to print [int ≥ 1]")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        'import identlib as il\nbase, p, claims = il.chapter("mini", globals(), model="fcn", width=8)'),
-        nbformat.v4.new_code_cell(
+        "n_shown = 2  # choice: how many results to print [int ≥ 1]",
+        'import identlib as il\nbase, p, claims = il.chapter("mini", globals(), model="fcn", width=8)',
         "runs = il.run_all(il.grid(base, depth=p.colour_depths))\n"
         "print([r.config.depth for r in runs][:p.n_shown])\n"
-        "claims.check('every network trained', len(runs), '==', len(p.colour_depths), n=len(runs), over='networks')\n"
-        "claims.table()")]
-    nbformat.write(nb, book / "mini.ipynb")
+        "claims.check('every network trained', len(runs), '==', len(p.colour_depths), n=len(runs),\n"
+        "             over='networks')\n"
+        "claims.table()")
     return book
 
 
