@@ -4,11 +4,10 @@
 #               parameters, and the HTML build with warnings as errors
 #   make test-portable   make test with AVX2 kernels on an empty results cache (another CPU)
 #   make claims every chapter's stored claims table
-#   make bench  training speed: identlib's engine against the plain PyTorch loop and the machine's
-#               peak; bench-trained: time to a trained deep CNN; bench-chapters: each chapter's run
-#               time, cold and warm cache, and the book's total; bench-verdicts: float32 vs bf16
-#               after full training. Each writes bench/out/, then bench/report.py rewrites its
-#               section of book/runtime.md (and book/figures/bench.png)
+#   make bench  training speed: every way identlib trains a network against the plain PyTorch
+#               loop and the machine's peak; bench-chapters: each chapter's run time, cold and warm
+#               cache, and the book's. Both write book/data/runtime/, which the Runtime chapter
+#               reads (then `identlib refresh runtime`)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,7 +18,7 @@ export IDENTLIB_CACHE_DIR ?= $(CURDIR)/.cache/identlib
 export IDENTLIB_PROGRESS ?= 0
 export PYTHONHASHSEED := 0
 
-.PHONY: book test test-portable claims env chapters html unit clean bench bench-trained bench-workers bench-chapters bench-verdicts runtime-page
+.PHONY: book test test-portable claims env chapters html unit clean bench bench-chapters
 
 book: chapters html
 
@@ -62,26 +61,9 @@ unit: env
 
 bench: env
 	$(BIN)/python bench/bench.py
-	$(BIN)/python bench/report.py
-
-bench-trained: env
-	$(BIN)/python bench/trained.py
-	$(BIN)/python bench/report.py
-
-bench-workers: env
-	$(BIN)/python bench/workers.py
-	$(BIN)/python bench/report.py
 
 bench-chapters: env
 	$(BIN)/python bench/chapters.py
-	$(BIN)/python bench/report.py
-
-bench-verdicts: env
-	$(BIN)/python bench/verdicts.py
-	$(BIN)/python bench/report.py
-
-runtime-page: env
-	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf _build

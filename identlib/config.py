@@ -62,7 +62,7 @@ class RunConfig:
     batch_size: int = 0             # minibatch size for "sgd" (0: full batch)
     dtype: str = "float32"          # float64 for the theory checks
     seed: int = 0                   # seeds initialization and minibatch order
-    precision: str = "float32"      # "bf16": products in bfloat16, about 2x faster (book/runtime.md)
+    precision: str = "float32"      # "bf16": products in bfloat16, about 2x faster (the Runtime chapter)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

@@ -270,10 +270,10 @@ def seed_groups(configs) -> list[list]:
             for i in range(0, len(members), MAX_GROUP)]
 
 
-def fit_configs(configs, progress=None) -> list[tuple[dict, dict]]:
+def fit_configs(configs, progress=None, callback=None) -> list[tuple[dict, dict]]:
     """For configs that differ only in ``seed``, trained together as one grouped network: per
     config the payload :func:`identlib.experiments.run` would cache and the initial weights, each
-    member drawn as :func:`identlib.train.fit` draws it."""
+    member drawn as :func:`identlib.train.fit` draws it. ``callback`` as in :func:`fit_group`."""
     from .data import training_set
     from .models import build_model
     from .train import one_thread
@@ -287,6 +287,6 @@ def fit_configs(configs, progress=None) -> list[tuple[dict, dict]]:
         trained = fit_group(models, x, x, generators=gens, optimizer=c.optimizer, lr=c.lr,
                             steps=c.steps, momentum=c.momentum, loss_reduction=c.loss_reduction,
                             tol=c.tol, batch_size=c.batch_size, precision=c.precision,
-                            progress=progress, name=c.label())
+                            progress=progress, name=c.label(), callback=callback)
     return [({"state_dict": state, "loss": torch.from_numpy(out.loss), "converged": out.converged}, init)
             for (out, state), init in zip(trained, init_states)]

@@ -44,7 +44,7 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.0) -> torch
     """ "gd" and "sgd" are plain (momentum) gradient steps; they differ only in batching.
 
     The fused implementations update every parameter in one pass over memory: the same arithmetic
-    (SGD bit for bit, Adam to within float rounding) at a third of the optimizer's time (book/runtime.md).
+    (SGD bit for bit, Adam to within float rounding) at a third of the optimizer's time (the Runtime chapter).
     """
     if name in ("gd", "sgd"):
         return torch.optim.SGD(params, lr=lr, momentum=momentum, fused=True)

@@ -1,0 +1,111 @@
+"""The Runtime chapter's tables, from what the benchmarks measured (``book/data/runtime/*.json``).
+
+``bench/bench.py`` writes ``bench.json`` (training speed, per case and variant) and
+``bench/chapters.py`` writes ``chapters.json`` (each chapter's cold and warm run time). Nothing here
+times anything: these functions only turn a run's record into tables, ratios and estimates.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["measured", "machine", "step_table", "trained_table", "profile_table", "chapter_table",
+           "paper_scale"]
+
+
+def measured(name: str, folder: str | Path | None = None) -> dict | None:
+    """The record ``NAME.json`` of the benchmarks, or None if that benchmark has not run."""
+    if folder is None:
+        from .chapters import book_dir
+
+        folder = book_dir() / "data" / "runtime"
+    path = Path(folder) / f"{name}.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): run the benchmark again "
+                         f"(make bench or make bench-chapters)") from None
+
+
+def machine(meta: dict) -> str:
+    """Where and when a run was measured, in words: 'AMD EPYC (AVX512), 1 thread, 2026-12-02'."""
+    threads = meta.get("threads", 1)
+    return (f"{meta['cpu']} ({meta['instruction_set']}), {threads} thread{'s' if threads != 1 else ''}, "
+            f"torch {meta['torch'].split('+')[0]}, {meta['date']}")
+
+
+def _peak(case: dict, precision: str) -> float:
+    return max(case["peaks"]["bf16" if precision == "bf16" else "float32"])
+
+
+def step_table(bench: dict) -> pd.DataFrame:
+    """Per case and variant: milliseconds per network-step, speed-up over the plain loop of the
+    same run, achieved GFLOP/s and its share of the machine's peak in that precision."""
+    rows = []
+    for case in bench["cases"]:
+        plain = case["variants"]["plain"]["step_seconds"]
+        for name, v in case["variants"].items():
+            precision = "bf16" if name.endswith("bf16") else "float32"
+            rows.append({"case": case["name"], "variant": name, "GFLOP/step": case["gflop_per_step"],
+                         "ms/step": 1e3 * v["step_seconds"], "speed-up": plain / v["step_seconds"],
+                         "GFLOP/s": v["gflops"], "% of peak": 100 * v["gflops"] / _peak(case, precision),
+                         "noise %": 100 * v["noise"]})
+    return pd.DataFrame(rows).set_index(["case", "variant"])
+
+
+def trained_table(bench: dict) -> pd.DataFrame:
+    """The cases trained to the end: per variant, wall and CPU time of all seeds, speed-up (CPU
+    time) over the plain loop, final losses and the largest correlation gap to the plain loop's
+    networks (mean correlation to identity and to constant over the test inputs)."""
+    rows = []
+    for case in bench["cases"]:
+        if not case["trained"]:
+            continue
+        plain = case["variants"]["plain"]["cpu_seconds"]
+        for name, v in case["variants"].items():
+            rows.append({"case": case["name"], "variant": name, "wall s": v["wall_seconds"],
+                         "CPU s": v["cpu_seconds"], "speed-up": plain / v["cpu_seconds"],
+                         "largest final loss": max(v["final_loss"]),
+                         "max |Δ corr| vs plain": v["max_corr_diff"]})
+    return pd.DataFrame(rows).set_index(["case", "variant"])
+
+
+def profile_table(bench: dict) -> pd.DataFrame:
+    """Milliseconds per engine step in each kind of work, float32 and bfloat16 side by side."""
+    runs = (bench.get("profile") or {}).get("runs", [])
+    table = pd.DataFrame({run["precision"]: run["ms"] for run in runs}).fillna(0.0)
+    return table.sort_values(table.columns[0], ascending=False) if len(table) else table
+
+
+def chapter_table(chapters: dict) -> pd.DataFrame:
+    """Seconds per chapter with a cold and a warm results cache, and the book's totals."""
+    rows = [{"chapter": name, "cold s": r["cold"], "warm s": r["warm"]}
+            for name, r in chapters["chapters"].items()]
+    book = chapters["book"]
+    rows.append({"chapter": f"the book, {book['jobs']} at a time", "cold s": book["cold"],
+                 "warm s": book["warm"]})
+    return pd.DataFrame(rows).set_index("chapter")
+
+
+def paper_scale(bench: dict, depths, seeds: int, steps: int) -> pd.DataFrame:
+    """Hours for the paper's Fig. 3 at its scale (128 channels at ``depths``, and the 5-layer
+    1024-channel network), ``seeds`` x ``steps`` each, per variant, from the measured steps: a
+    step's time is taken as linear in the number of 128 -> 128 hidden layers, through the
+    measured depths 5 and 20.
+    """
+    by = {c["name"]: c["variants"] for c in bench["cases"]}
+    d5, d20, big = by["CNN depth 5, 128 ch"], by["CNN depth 20, 128 ch"], by["CNN depth 5, 1024 ch"]
+    rows = []
+    for v in d5:
+        t5, t20 = d5[v]["step_seconds"], d20[v]["step_seconds"]
+        per_layer = (t20 - t5) / 15                         # depth 5 has 3 hidden layers, 20 has 18
+        base = t5 - 3 * per_layer
+        narrow = sum(base + max(0, d - 2) * per_layer for d in depths) * seeds * steps / 3600
+        wide = big[v]["step_seconds"] * seeds * steps / 3600
+        rows.append({"variant": v, "ms per hidden layer": 1e3 * per_layer, "128 channels, h": narrow,
+                     "1024 channels, h": wide, "total, h": narrow + wide})
+    return pd.DataFrame(rows).set_index("variant")

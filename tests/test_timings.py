@@ -1,0 +1,113 @@
+"""The benchmark's plumbing and the Runtime chapter's tables. Nothing here asserts a speed: timings
+on a shared machine are noise; the benchmark compares every variant with the plain loop in one run."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from identlib import timings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "bench" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_script"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _variant(seconds, gflops=1.0, corr_diff=0.0):
+    return {"step_seconds": seconds, "gflops": gflops, "noise": 0.1, "wall_seconds": 10 * seconds,
+            "cpu_seconds": 10 * seconds, "steps_taken": [10], "final_loss": [0.01],
+            "corr": [[0.5, 0.5]], "max_corr_diff": corr_diff}
+
+
+META = {"cpu": "Test CPU", "instruction_set": "AVX2", "torch": "2.13.0+cpu", "device": "cpu",
+        "threads": 1, "date": "2026-01-01 00:00", "minutes": 1.0}
+
+
+def _case(name, seconds: dict, trained=False):
+    return {"name": name, "steps": 10, "seeds": 1, "trained": trained, "rounds": 2, "gflop_per_step": 2.0,
+            "meta": META, "peaks": {"float32": [90.0, 100.0], "bf16": [400.0, 380.0]},
+            "variants": {v: _variant(s, gflops=2.0 / s) for v, s in seconds.items()}}
+
+
+RECORD = {"cases": [
+    _case("CNN depth 5, 128 ch", {"plain": 0.05, "engine bf16": 0.025}),
+    _case("CNN depth 20, 128 ch", {"plain": 0.2, "engine bf16": 0.1}),
+    _case("CNN depth 5, 1024 ch", {"plain": 3.0, "engine bf16": 1.5}),
+    _case("recipe, trained", {"plain": 0.01, "grouped fp32": 0.005}, trained=True),
+], "profile": {"runs": [{"precision": "float32", "ms": {"convolutions, forward": 3.0, "optimizer": 1.0}},
+                        {"precision": "bf16", "ms": {"convolutions, forward": 2.0}}]}}
+
+
+def test_step_table_is_speed_up_over_the_plain_loop_and_share_of_the_run_peak():
+    table = timings.step_table(RECORD)
+    row = table.loc[("CNN depth 20, 128 ch", "engine bf16")]
+    assert row["speed-up"] == pytest.approx(2.0)
+    assert row["% of peak"] == pytest.approx(100 * 20.0 / 400.0)          # bf16: the larger bf16 peak
+    assert table.loc[("CNN depth 20, 128 ch", "plain"), "% of peak"] == pytest.approx(10.0)
+
+
+def test_trained_table_compares_cpu_time_and_keeps_only_trained_cases():
+    table = timings.trained_table(RECORD)
+    assert list(table.index.get_level_values(0).unique()) == ["recipe, trained"]
+    assert table.loc[("recipe, trained", "grouped fp32"), "speed-up"] == pytest.approx(2.0)
+
+
+def test_paper_scale_is_linear_in_hidden_layers_through_depths_5_and_20():
+    scale = timings.paper_scale(RECORD, [5, 20], seeds=1, steps=3600)
+    per_layer = (0.2 - 0.05) / 15
+    assert scale.loc["plain", "ms per hidden layer"] == pytest.approx(1e3 * per_layer)
+    assert scale.loc["plain", "128 channels, h"] == pytest.approx(0.05 + 0.2)    # the measured depths
+    assert scale.loc["plain", "1024 channels, h"] == pytest.approx(3.0)
+    assert scale.loc["engine bf16", "total, h"] == pytest.approx(0.025 + 0.1 + 1.5)
+
+
+def test_profile_table_fills_kinds_missing_from_one_precision():
+    table = timings.profile_table(RECORD)
+    assert table.loc["optimizer", "bf16"] == 0.0 and table.index[0] == "convolutions, forward"
+
+
+def test_measured_reads_a_record_and_says_what_to_do_with_a_broken_one(tmp_path):
+    assert timings.measured("bench", tmp_path) is None
+    (tmp_path / "bench.json").write_text(json.dumps(RECORD))
+    assert timings.measured("bench", tmp_path)["cases"][0]["name"] == "CNN depth 5, 128 ch"
+    (tmp_path / "bench.json").write_text("{")
+    with pytest.raises(ValueError, match="run the benchmark again"):
+        timings.measured("bench", tmp_path)
+    assert timings.machine(META) == "Test CPU (AVX2), 1 thread, torch 2.13.0, 2026-01-01 00:00"
+
+
+def test_every_variant_of_a_tiny_case_trains_the_plain_loops_function():
+    """The benchmark's variants, on a tiny CNN and two seeds: each is timed step by step and
+    trains the networks the plain loop trains (to float rounding; bfloat16 to 0.01 in the mean
+    correlations)."""
+    bench = _bench()
+    import identlib as il
+
+    config = il.RunConfig(model="cnn", depth=3, channels=4, activation="relu", bias=True, init="default",
+                          optimizer="gd", momentum=0.9, lr=0.05, steps=20)
+    case = bench.Case("tiny", config, 20, seeds=2, variants=bench.GROUP_VARIANTS, trained=True)
+    out = bench.bench_case(case, rounds=1, panel=il.test_panel())
+    assert set(out["variants"]) == set(bench.GROUP_VARIANTS)
+    for name, v in out["variants"].items():
+        assert v["steps_taken"] == [20, 20] and v["step_seconds"] > 0, name
+        assert v["max_corr_diff"] < (0.01 if name.endswith("bf16") else 1e-3), name
+    assert out["gflop_per_step"] == pytest.approx(bench.step_flops(config) / 1e9)
+
+
+def test_step_arithmetic_counts_every_layer():
+    bench = _bench()
+    import identlib as il
+
+    c = il.RunConfig(model="cnn", depth=2, channels=3, kernel_size=5)
+    forward = [2 * 28 * 28 * 25 * 1 * 3, 2 * 28 * 28 * 25 * 3 * 1]
+    assert bench.forward_flops(c) == forward
+    assert bench.step_flops(c) == 3 * sum(forward) - forward[0]       # no input gradient for the input
