@@ -26,6 +26,7 @@ trains to the config's full number of steps, so that those scores compare verdic
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -169,16 +170,14 @@ def bench_case(case: Case, rounds: int, panel) -> dict:
         run_variant(case, v, warm)
     rounds = 1 if case.trained else rounds
     runs = {v: [] for v in case.variants}
-    near = []
     for r in range(rounds):
-        near.append(mm_peak(torch.float32, reps=3))
         for v in (case.variants if r % 2 == 0 else case.variants[::-1]):
             runs[v].append(run_variant(case, v, case.steps))
     flops = step_flops(case.config)
     ref = verdict_scores(runs["plain"][0]["nets"], panel)
     out = {"name": case.name, "config": case.config.to_dict(), "steps": case.steps, "seeds": case.seeds,
            "trained": case.trained, "rounds": rounds, "gflop_per_step": flops / 1e9,
-           "float32_peak_nearby": max(near), "variants": {}}
+           "variants": {}}
     for v, vruns in runs.items():
         seconds = [t for run in vruns for t in run["step_seconds"]]
         median = statistics.median(seconds)
@@ -227,9 +226,10 @@ def profile_step(c: il.RunConfig, precision: str, steps: int = 4) -> dict:
 # --- the run ----------------------------------------------------------------------------------------
 
 def quick(case: Case) -> Case:
-    steps = max(2, case.steps // 10) if not case.trained else 100
-    return Case(case.name, case.config.replace(steps=steps) if case.trained else case.config, steps,
-                case.seeds, case.variants, case.trained)
+    """The case cut short, for a smoke run."""
+    if case.trained:
+        return dataclasses.replace(case, config=case.config.replace(steps=100), steps=100)
+    return dataclasses.replace(case, steps=max(2, case.steps // 10))
 
 
 def main(argv=None) -> None:
