@@ -5,17 +5,22 @@ was trained before, and trains and stores it otherwise. A sweep is a list of con
 :func:`grid`; :func:`evaluate` turns trained runs and test inputs into a tidy table (one row per
 run × input) that seaborn plots directly, and :func:`sweep` caches that table beside each network.
 
-:func:`run_all` and :func:`sweep` can train their uncached configs in ``workers`` processes of one
-thread each, the costliest first: on a small CPU two one-thread processes train about twice as
-fast as one process with two threads (small convolutions do not split well over threads, and
-threads that wait on each other stall badly when the machine is busy).
+:func:`run_all` and :func:`sweep` train their uncached configs first, as jobs
+(:func:`training_jobs`), the costliest first, in ``workers`` processes of one thread each: on a
+small CPU two one-thread processes train about twice as fast as one process with two threads
+(small convolutions do not split well over threads, and threads that wait on each other stall
+badly when the machine is busy). A job is one network, or a group of CNNs that differ only in
+seed, initialization, depth, steps, loss or (for gradient descent) learning rate and momentum,
+trained together as one grouped network
+(:func:`identlib.engine.fit_configs`): a deep-CNN step is mostly per-operation overhead, which a
+group shares (the Runtime chapter measures how much it saves).
 
-Every network that goes into the cache is trained alone and on one thread
-(:func:`identlib.train.fit`), in this process or in a worker, so that it does not depend on which
-chapter, sweep or worker count trained it first, nor on ``$IDENTLIB_THREADS``. It still depends on
-the CPU's kernels (AVX2 or AVX-512) and on the device, as every floating-point computation does:
-the book states its results as claims that hold across them (:mod:`identlib.claims`), and each
-cached network records where it was trained (:func:`identlib.cache.platform_of`).
+A network is trained on one thread, alone or in a group. Either way it learns what it would learn
+alone up to float rounding, and it depends on the CPU's kernels (AVX2 or AVX-512) and the device
+to the same degree, as every floating-point computation does: the book states its results as
+claims that hold across all of these (:mod:`identlib.claims`), and each cached network records
+where and how it was trained (:func:`identlib.cache.platform_of`). ``$IDENTLIB_GROUP=0`` trains
+every network alone.
 """
 from __future__ import annotations
 
@@ -73,6 +78,13 @@ def _train(config: RunConfig, progress) -> tuple[dict, dict]:
     return result, init_state
 
 
+def initial_state(config: RunConfig) -> dict:
+    """The initial weights of ``config``'s network, drawn as :func:`identlib.train.fit` draws them
+    (from a generator seeded with ``config.seed``; the same on every CPU)."""
+    model = build_model(config, torch.Generator().manual_seed(config.seed))
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
 def _stored_mb(config: RunConfig) -> float:
     """Size of a config's trained weights, from its shape alone."""
     c = config
@@ -82,30 +94,73 @@ def _stored_mb(config: RunConfig) -> float:
     return n * (8 if c.dtype == "float64" else 4) / 2**20
 
 
-def _train_in_workers(configs, keep_init: bool = False, workers: int = 0) -> None:
-    """Train the uncached configs in a pool of ``workers`` one-thread processes, the costliest
-    first, and store each as :func:`run` would; :func:`run` then loads them. Nothing to do without
-    workers (:func:`run` trains each config itself, alike), nor for configs whose weights are too
-    large to store. A config that diverges is left to :func:`run`, which retrains and reports it."""
+def training_jobs(configs, workers: int = 1, group: bool = True) -> list[list[RunConfig]]:
+    """The jobs that train ``configs``, costliest first: each job one network, or a group of CNNs
+    trained together (:func:`identlib.engine.fit_configs`) where ``group`` is on. Configs of one
+    :func:`identlib.engine.group_key` are dealt, costliest first, to the cheapest of
+    ``max(workers, ⌈n / MAX_GROUP⌉)`` groups (at most ``MAX_GROUP`` members each), so that
+    ``workers`` processes finish together.
+
+    >>> cs = [RunConfig(model="cnn", depth=d, channels=4) for d in (1, 5, 9, 20)]
+    >>> [[c.depth for c in job] for job in training_jobs(cs, workers=2)]
+    [[20], [9, 5, 1]]
+    >>> [[c.depth for c in job] for job in training_jobs(cs, group=False)]
+    [[20], [9], [5], [1]]
+    """
+    from .engine import MAX_GROUP, group_key
+
+    configs = list(dict.fromkeys(configs))
+    by_key: dict = {}
+    for i, c in enumerate(configs):
+        key = group_key(c) if group else None
+        by_key.setdefault(("alone", i) if key is None else key, []).append(c)
+    jobs = []
+    for members in by_key.values():
+        members.sort(key=lambda c: -_step_cost(c))
+        n_groups = max(min(workers, len(members)), -(-len(members) // MAX_GROUP))
+        groups, costs = [[] for _ in range(n_groups)], [0.0] * n_groups
+        for c in members:
+            g = min((g for g in range(n_groups) if len(groups[g]) < MAX_GROUP), key=costs.__getitem__)
+            groups[g].append(c)
+            costs[g] += _step_cost(c)
+        jobs += [g for g in groups if g]
+    return sorted(jobs, key=lambda job: -sum(map(_step_cost, job)))
+
+
+def _train_uncached(configs, keep_init: bool = False, workers: int | None = 0,
+                    group: bool | None = None) -> None:
+    """Train the uncached configs and store each as :func:`run` would (:func:`run` then loads
+    them): the jobs of :func:`training_jobs`, in a pool of ``workers`` one-thread processes, or
+    in this process without workers (where a lone config is left to :func:`run`). Configs whose
+    weights are too large to store are left to :func:`run`, and so is a config that diverges
+    (:func:`_train_and_store`)."""
     if workers is None:
         from .runtime import workers as runtime_workers
 
         workers = runtime_workers()
-    if workers < 1:
-        return
+    if group is None:
+        from .runtime import group as runtime_group
+
+        group = runtime_group()
     todo = [c for c in dict.fromkeys(configs) if not cache.has(c) and _stored_mb(c) <= MAX_STORED_MB]
-    if not todo:
+    jobs = training_jobs(todo, max(workers, 1), group)
+    if workers < 1:
+        jobs = [job for job in jobs if len(job) > 1]
+    if not jobs:
         return
-    todo.sort(key=lambda c: -_step_cost(c))
+    cache.ensure_writable()
+    if workers < 1:
+        for job in jobs:
+            _train_and_store(job, keep_init)
+        return
     ctx = multiprocessing.get_context("spawn")
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    cache.ensure_writable()
-    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=torch.set_num_threads,
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=torch.set_num_threads,
                                initargs=(1,))
     try:
-        for done in [pool.submit(_train_and_store, c, keep_init) for c in todo]:
+        for done in [pool.submit(_train_and_store, job, keep_init) for job in jobs]:
             done.result()
     except KeyboardInterrupt:
         # Stop the workers at once: what they finished is in the cache, what they were writing was
@@ -124,13 +179,22 @@ def _train_in_workers(configs, keep_init: bool = False, workers: int = 0) -> Non
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _train_and_store(config: RunConfig, keep_init: bool) -> None:
-    """Train one config (in a worker) and store it; a divergence is left to :func:`run`."""
+def _train_and_store(job: list[RunConfig], keep_init: bool) -> None:
+    """Train one job (in a worker or here) and store its networks. A network that diverges is
+    left to :func:`run`, which trains it again alone and reports it; in a group, the others train
+    on."""
+    from .engine import fit_configs
+
+    if len(job) > 1:
+        for c, member in zip(job, fit_configs(job, progress=False, diverged="drop")):
+            if member is not None:                  # a diverged member is left to run()
+                cache.store_result(c, member[0], member[1] if keep_init else None, group=len(job))
+        return
     try:
-        result, init_state = _train(config, False)
+        result, init_state = _train(job[0], False)
     except TrainingDiverged:
         return
-    cache.store_result(config, result, init_state if keep_init else None)
+    cache.store_result(job[0], result, init_state if keep_init else None)
 
 
 def _step_cost(c: RunConfig) -> float:
@@ -158,7 +222,12 @@ def _run(config: RunConfig, *, use_cache: bool, keep_init: bool, progress) -> Ru
     if use_cache:
         payload = cache.load_result(config)
         if payload is not None and keep_init and "init_state" not in payload:
-            payload = None                                   # retrain to recover the init
+            payload["init_state"] = initial_state(config)    # drawn again: no training
+            try:
+                cache.store_result(config, {k: payload[k] for k in ("state_dict", "loss", "converged")},
+                                   payload["init_state"])
+            except OSError:
+                pass                                         # a read-only cache: drawn each time
         where = cache.platform_of(config) if payload is not None else None
     if payload is None:
         from .runtime import platform
@@ -189,11 +258,15 @@ def grid(base: RunConfig, **axes) -> list[RunConfig]:
 
 
 def run_all(configs, *, cache: bool = True, keep_init: bool = False,
-            progress: bool | None = None, workers: int | None = None) -> list[Run]:
-    """``run`` over a sweep, in order (each one cached): ``run_all(cs)[i]`` is ``run(cs[i])``, bit
-    for bit. With ``workers`` >= 1 the uncached configs are first trained in that many one-thread
-    processes (:func:`_train_in_workers`); the default ``None`` takes the runtime setting
-    (:func:`identlib.runtime.workers`, ``$IDENTLIB_WORKERS``).
+            progress: bool | None = None, workers: int | None = None,
+            group: bool | None = None) -> list[Run]:
+    """``run`` over a sweep, in order (each one cached): ``run_all(cs)[i]`` is ``run(cs[i])``. The
+    uncached configs are first trained as the jobs of :func:`training_jobs`: CNNs that may share a
+    group (:func:`identlib.engine.group_key`) together where ``group`` is on, in ``workers`` one-thread
+    processes (0: in this process). The defaults ``None`` take the runtime settings
+    (:func:`identlib.runtime.group`, ``$IDENTLIB_GROUP``; :func:`identlib.runtime.workers`,
+    ``$IDENTLIB_WORKERS``). Neither changes what a network learns beyond float rounding
+    (``tests/test_engine.py``), so the cache does not key on them.
 
     >>> runs = run_all(grid(RunConfig(depth=1, steps=5), seed=[0, 1]))
     >>> [r.config.seed for r in runs], len(runs[1].loss)
@@ -201,7 +274,7 @@ def run_all(configs, *, cache: bool = True, keep_init: bool = False,
     """
     configs = list(configs)
     if cache:
-        _train_in_workers(configs, keep_init, workers)
+        _train_uncached(configs, keep_init, workers, group)
     return [run(c, cache=cache, keep_init=keep_init, progress=progress) for c in configs]
 
 
@@ -252,12 +325,12 @@ def _scores_name(inputs: torch.Tensor, x_hat, columns: dict) -> str:
 
 
 def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, fields=None,
-          progress: bool | None = None, workers: int | None = None, diverged: str = "raise",
-          **columns) -> "pd.DataFrame":
+          progress: bool | None = None, workers: int | None = None, group: bool | None = None,
+          diverged: str = "raise", **columns) -> "pd.DataFrame":
     """Train (or load) every config and score it on ``inputs``: the tidy table of
     :func:`evaluate`, with each run's scores cached beside its result, keyed by the content of the
-    inputs. A cached sweep needs neither training nor the stored weights. ``workers`` as in
-    :func:`run_all`.
+    inputs. A cached sweep needs neither training nor the stored weights. ``workers`` and
+    ``group`` as in :func:`run_all`.
 
     ``diverged="report"`` turns a run whose training diverges into rows with missing scores and
     ``diverged`` True (the outcome is cached too) instead of raising :class:`TrainingDiverged`:
@@ -273,7 +346,7 @@ def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, f
     def known(c):
         return (cache.entry(c) / name).exists() or (diverged == "report" and (cache.entry(c) / DIVERGED).exists())
 
-    _train_in_workers([c for c in configs if not known(c)], workers=workers)
+    _train_uncached([c for c in configs if not known(c)], workers=workers, group=group)
     frames = []
     for c in configs:
         df = cache.read_artifact(c, name, pd.read_pickle)

@@ -5,7 +5,7 @@ import os
 
 import torch
 
-__all__ = ["setup", "workers", "platform"]
+__all__ = ["setup", "workers", "group", "platform"]
 
 
 def setup(threads: int | None = None, require: str | None = None) -> dict:
@@ -41,6 +41,19 @@ def workers() -> int:
 
         raise ConfigError(f"IDENTLIB_WORKERS must be an integer >= 0 (got {text!r})")
     return n
+
+
+def group() -> bool:
+    """Whether :func:`identlib.run_all` and :func:`identlib.sweep` train CNNs that may share a
+    group (:func:`identlib.engine.group_key`) together, as one grouped network (``$IDENTLIB_GROUP``: 1, the
+    default, or 0 to train every network alone). Results do not depend on it beyond float
+    rounding."""
+    text = os.environ.get("IDENTLIB_GROUP", "1")
+    if text not in ("0", "1"):
+        from .config import ConfigError
+
+        raise ConfigError(f"IDENTLIB_GROUP must be 0 or 1 (got {text!r})")
+    return text == "1"
 
 
 def _cpu_model() -> str:

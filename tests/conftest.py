@@ -32,6 +32,7 @@ def isolated_env(tmp_path, monkeypatch):
         monkeypatch.setenv("IDENTLIB_DATA_DIR", str(DATA_DIR))
     monkeypatch.delenv("IDENTLIB_PROGRESS", raising=False)
     monkeypatch.delenv("IDENTLIB_THREADS", raising=False)
+    monkeypatch.delenv("IDENTLIB_GROUP", raising=False)
     monkeypatch.setenv("IDENTLIB_WORKERS", "0")        # tests train in their own process unless they ask
 
 

@@ -1,5 +1,6 @@
-"""identlib.engine: grouped training equals training each member alone (to float rounding); the bf16
-precision option; run_all and sweep train each config alone, as run() would, and store it."""
+"""identlib.engine: grouped training (members of any seed, init and, for CNNs, depth) equals training
+each member alone, to float rounding; the bf16 precision option; run_all and sweep train their CNNs
+in groups and store each member as run() would, or each alone with IDENTLIB_GROUP=0."""
 from __future__ import annotations
 
 import pytest
@@ -62,6 +63,64 @@ def test_members_stop_at_tol_where_a_lone_run_stops():
     assert outcomes == [(100, True)] * 3 + [(600, False)]       # three stop early, one trains on
 
 
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_cnns_of_any_depth_and_init_train_together_as_each_alone(optimizer):
+    base = TINY["cnn"].replace(bias=True, **OPTIMIZERS[optimizer])
+    configs = [base.replace(depth=3, seed=0), base.replace(depth=1, seed=1),
+               base.replace(depth=4, init="he", seed=2), base.replace(depth=2, init_scale=0.5, seed=3),
+               base.replace(depth=4, seed=4)]
+    for config, (result, init) in zip(configs, engine.fit_configs(configs, progress=False)):
+        lone, lone_init = experiments._train(config, progress=False)
+        assert all(torch.equal(init[k], lone_init[k]) for k in lone_init)
+        assert_same_run(lone, result)
+
+
+def test_cnns_of_any_depth_follow_their_own_minibatches():
+    base = TINY["cnn"].replace(optimizer="sgd", lr=0.05, n_train=40, batch_size=8, steps=12)
+    configs = [base.replace(depth=1, seed=3), base.replace(depth=3, seed=4), base.replace(depth=2, seed=5)]
+    for config, (result, _) in zip(configs, engine.fit_configs(configs, progress=False)):
+        assert_same_run(experiments._train(config, progress=False)[0], result)
+
+
+def test_cnns_with_their_own_lr_momentum_loss_and_steps_train_together_as_each_alone():
+    base = TINY["cnn"].replace(bias=True, optimizer="gd", lr=0.05, momentum=0.9)
+    configs = [base, base.replace(depth=2, lr=0.02, seed=1), base.replace(momentum=0.0, seed=2),
+               base.replace(loss_reduction="sum", lr=0.05 / 784, seed=3),
+               base.replace(steps=25, depth=4, seed=4), base.replace(momentum=0.5, lr=0.1, steps=40)]
+    for config, (result, _) in zip(configs, engine.fit_configs(configs, progress=False)):
+        assert_same_run(experiments._train(config, progress=False)[0], result)
+
+
+def test_adam_groups_share_one_lr():
+    base = TINY["cnn"].replace(optimizer="adam", lr=1e-3)
+    assert engine.group_key(base) != engine.group_key(base.replace(lr=1e-2))
+    with pytest.raises(ValueError, match="differ in seed"):
+        engine.fit_configs([base, base.replace(lr=1e-2)])
+    nets = [build_model(base, torch.Generator()) for _ in range(2)]
+    x = data.training_image().unsqueeze(0)
+    with pytest.raises(ValueError, match="Adam trains a group with one lr"):
+        engine.fit_group(nets, x, x, generators=[None, None], optimizer="adam", lr=[1e-3, 1e-2])
+
+
+def test_a_member_stops_at_its_own_steps():
+    base = TINY["cnn"].replace(optimizer="adam", lr=1e-3)
+    nets = [build_model(base.replace(seed=s), torch.Generator().manual_seed(s)) for s in (0, 1)]
+    x = data.training_image().unsqueeze(0)
+    out = engine.fit_group(nets, x, x, generators=[None, None], optimizer="adam", lr=1e-3, steps=60,
+                           member_steps=[25, 60])
+    assert [r.steps for r, _ in out] == [25, 60]
+    short, _ = experiments._train(base.replace(seed=0, steps=25), progress=False)
+    assert_same_run(short, {"state_dict": out[0][1], "loss": torch.from_numpy(out[0][0].loss),
+                            "converged": out[0][0].converged})
+    with pytest.raises(ValueError, match="member_steps must give each of the 2 members 1 to 60"):
+        engine.fit_group(nets, x, x, generators=[None, None], steps=60, member_steps=[0, 60])
+
+
+def test_fit_configs_rejects_configs_that_cannot_train_together():
+    with pytest.raises(ValueError, match="differ in seed, init, init_scale, loss_reduction"):
+        engine.fit_configs([TINY["cnn"], TINY["cnn"].replace(bias=True)])
+
+
 def test_grouped_divergence_raises():
     nets = [build_model(RunConfig(depth=2, width=8, seed=s), torch.Generator().manual_seed(s)) for s in (0, 1)]
     x = data.training_image().unsqueeze(0)
@@ -111,33 +170,98 @@ def test_precision_is_part_of_the_cache_key():
 # --- run_all and sweep ----------------------------------------------------------------------------
 
 def no_grouping(*args, **kwargs):
-    raise AssertionError("a cached network was trained in a seed group")
+    raise AssertionError("a network was trained in a group")
 
 
-def test_run_all_trains_each_config_alone_and_stores_it(monkeypatch):
-    """Grouped members equal lone runs only to float rounding (above), which a deep CNN can amplify;
-    a cached network must not depend on which sweep trained it, so run_all never groups."""
-    monkeypatch.setattr(engine, "fit_configs", no_grouping)
-    configs = [TINY["cnn"].replace(seed=s) for s in (0, 1, 2)] + [TINY["fcn"]]
+def stored(config) -> dict:
+    return torch.load(experiments.cache_dir() / config.digest() / "result.pt", weights_only=True)
+
+
+def test_run_all_trains_cnns_in_groups_and_stores_each_member(monkeypatch):
+    configs = [TINY["cnn"].replace(seed=s, depth=d) for s, d in ((0, 3), (1, 3), (2, 1))] + [TINY["fcn"]]
     runs = experiments.run_all(configs)
-    lone = experiments.run(configs[1], cache=False)
-    assert all(torch.equal(lone.model.state_dict()[k], v) for k, v in runs[1].model.state_dict().items())
     for c in configs:
         folder = experiments.cache_dir() / c.digest()
         assert sorted(p.name for p in folder.iterdir()) == ["config.json", "platform.json", "result.pt"]
-        assert set(torch.load(folder / "result.pt", weights_only=True)) == {"state_dict", "loss", "converged", "format"}
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("trained again instead of loading from the cache")
-
-    monkeypatch.setattr(experiments, "_train", no_training)
+        assert set(stored(c)) == {"state_dict", "loss", "converged", "format"}
+        assert experiments.cache.platform_of(c)["group"] == (3 if c.model == "cnn" else 1)
+    for c in configs[:3]:                        # each member learned what it learns alone
+        assert_same_run(experiments._train(c, progress=False)[0], stored(c))
+    monkeypatch.setattr(experiments, "_train", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(engine, "fit_configs", no_grouping)
     again = experiments.run_all(configs)
     for a, b in zip(runs, again):
         assert all(torch.equal(a.model.state_dict()[k], v) for k, v in b.model.state_dict().items())
 
 
+def test_worker_processes_train_the_groups():
+    configs = [TINY["cnn"].replace(seed=s, depth=d) for s, d in ((0, 3), (1, 2), (2, 3), (3, 1))]
+    experiments.run_all(configs, workers=2)
+    assert sorted(experiments.cache.platform_of(c)["group"] for c in configs) == [2, 2, 2, 2]
+    for c in configs:
+        assert_same_run(experiments._train(c, progress=False)[0], stored(c))
+
+
+@pytest.mark.parametrize("how", ["environment", "argument"])
+def test_grouping_can_be_turned_off(monkeypatch, how):
+    monkeypatch.setattr(engine, "fit_configs", no_grouping)
+    configs = [TINY["cnn"].replace(seed=s) for s in (0, 1)]
+    if how == "environment":
+        monkeypatch.setenv("IDENTLIB_GROUP", "0")
+        runs = experiments.run_all(configs)
+    else:
+        runs = experiments.run_all(configs, group=False)
+    lone = experiments.run(configs[1], cache=False)
+    assert all(torch.equal(lone.model.state_dict()[k], v) for k, v in runs[1].model.state_dict().items())
+    assert experiments.cache.platform_of(configs[1])["group"] == 1
+
+
+def test_a_bad_grouping_setting_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("IDENTLIB_GROUP", "yes")
+    with pytest.raises(ConfigError, match="IDENTLIB_GROUP must be 0 or 1"):
+        experiments.run_all([TINY["cnn"]])
+
+
+def test_jobs_are_balanced_over_workers_and_bounded():
+    fig3 = [RunConfig(model="cnn", channels=16, depth=d) for d in (1, 3, 5, 7, 9, 11, 12, 14, 15, 16, 18, 19, 20)]
+    jobs = experiments.training_jobs(fig3, workers=2)
+    assert sorted(c.depth for job in jobs for c in job) == sorted(c.depth for c in fig3)
+    layers = [sum(c.depth for c in job) for job in jobs]
+    assert len(jobs) == 2 and max(layers) - min(layers) <= 20
+    assert all(len(job) <= engine.MAX_GROUP for job in experiments.training_jobs(fig3 * 2, workers=1)
+               if job) and len(experiments.training_jobs(fig3, workers=1)) == 2
+    other = [fig3[0].replace(lr=0.5), fig3[0].replace(bias=True), RunConfig(model="fcn")]
+    assert sorted(map(len, experiments.training_jobs(fig3[:2] + other, workers=1))) == [1, 1, 3]
+
+
+def test_a_diverging_member_is_dropped_and_the_others_train_on(monkeypatch):
+    """A member that diverges stops; the others are stored from the group, and the sweep trains
+    the diverging one alone, which reports it."""
+    base = TINY["cnn"].replace(optimizer="gd", lr=0.05, momentum=0.9)
+    configs = [base.replace(seed=0), base.replace(seed=1, lr=50.0), base.replace(seed=2, depth=2)]
+    panel = data.test_panel()
+    df = experiments.sweep(configs, panel.images, name=panel.names, diverged="report")
+    assert df.groupby("seed").diverged.first().to_dict() == {0: False, 1: True, 2: False}
+    assert [experiments.cache.platform_of(c)["group"] for c in (configs[0], configs[2])] == [3, 3]
+    for c in (configs[0], configs[2]):
+        assert_same_run(experiments._train(c, progress=False)[0], stored(c))
+    with pytest.raises(TrainingDiverged, match="member 1 diverged .* lr=50.0"):
+        engine.fit_configs(configs)
+
+
+def test_keep_init_draws_the_init_again_instead_of_training(monkeypatch):
+    config = TINY["cnn"].replace(seed=5)
+    trained = experiments.run(config)
+    monkeypatch.setattr(experiments, "_train", lambda *a, **k: pytest.fail("trained again"))
+    r = experiments.run(config, keep_init=True)
+    init = build_model(config, torch.Generator().manual_seed(5)).state_dict()
+    assert all(torch.equal(r.init_state[k], init[k]) for k in init)
+    assert all(torch.equal(r.model.state_dict()[k], v) for k, v in trained.model.state_dict().items())
+    assert "init_state" in stored(config)
+
+
 def test_run_all_keeps_the_init(monkeypatch):
-    configs = [TINY["fcn"].replace(seed=s) for s in (0, 1)]
+    configs = [TINY["cnn"].replace(seed=s) for s in (0, 1)]
     experiments.run_all(configs, keep_init=True)
     monkeypatch.setattr(experiments, "_train", lambda *a, **k: pytest.fail("retrained"))
     r = experiments.run(configs[1], keep_init=True)
@@ -145,7 +269,7 @@ def test_run_all_keeps_the_init(monkeypatch):
     assert all(torch.equal(r.init_state[k], init[k]) for k in init)
 
 
-def test_sweep_trains_each_seed_alone(monkeypatch):
+def test_sweep_trains_fcns_alone(monkeypatch):
     monkeypatch.setattr(engine, "fit_configs", no_grouping)
     panel = data.test_panel()
     configs = [TINY["fcn"].replace(seed=s) for s in (0, 1)]

@@ -148,11 +148,12 @@ def test_editing_a_training_module_invalidates_networks(module, tmp_path, monkey
     assert RunConfig().digest() != before
 
 
-@pytest.mark.parametrize("module", ["engine.py", "experiments.py", "cache.py", "cli.py", "chapters.py",
-                                    "plot.py", "theory.py", "config.py", "metrics.py", "layers.py"])
+@pytest.mark.parametrize("module", ["experiments.py", "cache.py", "cli.py", "chapters.py", "plot.py",
+                                    "theory.py", "config.py", "metrics.py", "layers.py", "timings.py"])
 def test_editing_code_that_trains_nothing_keeps_networks(module, tmp_path, monkeypatch):
-    """The grouped engine (benchmarks), the cache and sweep plumbing, the command line, plotting,
-    theory, validation, metrics and layer maps do not shape trained weights."""
+    """The cache and sweep plumbing (which only schedules training), the command line, plotting,
+    theory, validation, metrics, layer maps and the benchmark's tables do not shape trained
+    weights. The grouped engine does (it is in the network digest)."""
     before = RunConfig().digest()
     _edit(_copy_package(tmp_path, monkeypatch), module)
     assert RunConfig().digest() == before
@@ -172,11 +173,11 @@ def test_editing_metrics_invalidates_scores_but_not_networks(tmp_path, monkeypat
     assert first.equals(again)
 
 
-def test_editing_benchmark_code_invalidates_nothing(tmp_path, monkeypatch):
+def test_editing_the_sweep_plumbing_invalidates_nothing(tmp_path, monkeypatch):
     panel = data.test_panel()
     experiments.sweep([TINY], panel.images, name=panel.names)
     folder = _copy_package(tmp_path, monkeypatch)
-    _edit(folder, "engine.py")
+    _edit(folder, "experiments.py")
     monkeypatch.setattr(experiments, "_train", lambda *a, **k: pytest.fail("retrained a network"))
     monkeypatch.setattr(experiments, "_score_frame", lambda *a: pytest.fail("scored again"))
     experiments.sweep([TINY], panel.images, name=panel.names)
@@ -209,15 +210,17 @@ def _package_imports(module: str) -> set[str]:
 
 
 def test_the_modules_that_train_are_in_the_network_digest():
-    """Every module that train.py (which holds fit) and models.py import is in the digest, except
-    config.py, whose RunConfig fields are in the digest as content."""
-    assert _package_imports("train.py") | _package_imports("models.py") <= set(config.DIGEST_MODULES["network"]) | {"config.py"}
+    """Every module that train.py (which holds fit), engine.py (grouped training) and models.py
+    import is in the digest, except config.py, whose RunConfig fields are in the digest as content."""
+    trains = _package_imports("train.py") | _package_imports("engine.py") | _package_imports("models.py")
+    assert trains <= set(config.DIGEST_MODULES["network"]) | {"config.py"}
 
 
 def test_how_a_network_is_trained_is_not_in_the_cache_key():
-    """Every cached network is trained alone on one thread (tests/test_experiments.py checks that the
-    process's thread count and the worker count change nothing), so neither is in the key;
-    precision, which does change the result, is a field."""
+    """Every cached network is trained on one thread, alone or in a group (tests/test_experiments.py
+    checks that the process's thread count and the worker count change nothing, tests/test_engine.py
+    that a group changes nothing beyond float rounding), so none of them is in the key; precision,
+    which does change the result, is a field."""
     c = TINY.replace(seed=1)
     assert copy.deepcopy(c).digest() == c.digest()
     assert c.replace(precision="bf16").digest() != c.digest()

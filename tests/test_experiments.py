@@ -244,12 +244,13 @@ def test_large_weights_are_not_stored_but_their_scores_are(monkeypatch):
 
 
 def test_run_all_in_worker_processes_matches_in_process_training(restore_threads):
-    """Workers train with one thread each, as this process does: the stored weights are what
-    run() gives here, bit for bit, even while this process uses two threads."""
+    """Workers train with one thread each, as this process does: a network trained alone in a
+    worker is what run() gives here, bit for bit, even while this process uses two threads
+    (grouped training in workers: tests/test_engine.py)."""
     base = RunConfig(model="cnn", depth=3, channels=4, bias=True, init="default", optimizer="gd",
                      momentum=0.9, lr=0.01, steps=30)
     configs = [base.replace(seed=0), base.replace(seed=1), base.replace(depth=2)]
-    pooled = experiments.run_all(configs, workers=2)
+    pooled = experiments.run_all(configs, workers=2, group=False)
     assert all((experiments.cache_dir() / c.digest() / "result.pt").exists() for c in configs)
     torch.set_num_threads(2)
     for r, c in zip(pooled, configs):
@@ -285,7 +286,7 @@ def test_a_trained_network_does_not_depend_on_the_process_thread_count(restore_t
     assert torch.get_num_threads() == 2                     # restored after training
     torch.set_num_threads(1)
     one = experiments.run(base, cache=False)
-    swept = experiments.run_all([base, base.replace(seed=1)])[0]
+    swept = experiments.run_all([base, base.replace(seed=1)], group=False)[0]
     for k, v in one.model.state_dict().items():
         assert torch.equal(two.model.state_dict()[k], v), k
         assert torch.equal(swept.model.state_dict()[k], v), k
