@@ -1,7 +1,8 @@
 # Identity Crisis, the executable book.
 #   make book   environment, every chapter executed (papermill), HTML built into _build/html
 #   make test   unit tests and doctests, nbval on every chapter, chapters re-run with other
-#               parameters, and the HTML build with warnings as errors
+#               parameters (two files at a time; TEST_JOBS=1 for one), and the HTML build with
+#               warnings as errors
 #   make test-portable   make test with AVX2 kernels on an empty results cache (another CPU)
 #   make claims every chapter's stored claims table
 #   make bench  training speed: every way identlib trains a network against the plain PyTorch
@@ -37,8 +38,13 @@ chapters: env
 html: env
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
+# Two pytest processes (pytest-xdist), each taking whole files (a chapter's cells run in order in
+# one kernel), the chapters first: the book's longest files start at once. A network that two
+# chapters need is trained by the first and waited for by the other (the results cache's claims).
+TEST_JOBS ?= 2
+
 test: env
-	$(BIN)/python -m pytest tests identlib book --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	$(BIN)/python -m pytest book tests identlib -n $(TEST_JOBS) --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 # `make test` as on a laptop CPU without AVX-512: torch's, oneDNN's and MKL's kernels limited to

@@ -6,7 +6,7 @@ their input to itself and ask which function they learn: the identity or the con
 Modules, one concern each: :mod:`~identlib.data` (datasets, the training image, test inputs),
 :mod:`~identlib.models`, :mod:`~identlib.train`, :mod:`~identlib.metrics`,
 :mod:`~identlib.theory`, :mod:`~identlib.config` (run configs), :mod:`~identlib.experiments`
-(cache and sweeps), :mod:`~identlib.engine` (seeds trained together as one grouped network, for benchmarks),
+(cache and sweeps), :mod:`~identlib.engine` (networks trained together as one grouped network),
 :mod:`~identlib.layers` (inside a CNN, layer by layer), :mod:`~identlib.reference` (the plain PyTorch loop,
 the yardstick of the tests and benchmarks), :mod:`~identlib.timings` (the Runtime chapter's tables),
 :mod:`~identlib.cache` (the results cache), :mod:`~identlib.claims` (a chapter's checked claims

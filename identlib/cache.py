@@ -12,12 +12,16 @@ entry is a folder named by :meth:`RunConfig.digest() <identlib.config.RunConfig.
 
 Everything is written into a temporary file or folder and renamed into place in one step, so an
 interrupted or failed write (a full disk, Ctrl-C) leaves the cache as it was, and two processes that
-race on the same entry leave one valid result. An entry that cannot be read (a truncated
+race on the same entry leave one valid result. They do not race, where the system has ``flock``: a
+process that trains a network holds its lock (:func:`claim`, in ``$IDENTLIB_CACHE_DIR/locks``), so
+that another process that needs it (a chapter executed side by side) waits and loads it rather than
+training it again; the lock goes with the process, however it ends. An entry that cannot be read (a truncated
 ``result.pt``, a missing ``config.json``, another format) is reported in one warning line, moved out
 of the way and trained again; it is never loaded.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +33,7 @@ from pathlib import Path
 from .config import RunConfig, source_digest
 
 __all__ = ["root", "entry", "ensure_writable", "load_result", "store_result", "platform_of", "artifact_name",
-           "read_artifact", "write_artifact", "has", "DamagedEntry", "FORMAT"]
+           "read_artifact", "write_artifact", "has", "claim", "DamagedEntry", "FORMAT"]
 
 FORMAT = 2          # of result.pt; an entry of another format is retrained
 
@@ -62,6 +66,50 @@ def ensure_writable() -> Path:
         raise OSError(err.errno, f"cannot create the results cache {path} ({err.strerror}); set "
                       "IDENTLIB_CACHE_DIR to a writable folder") from None
     return path
+
+
+class claim(contextlib.AbstractContextManager):
+    """The lock under which one process trains the network of ``config``. ``wait=False`` takes it
+    only if it is free (``held`` says whether it was); ``wait=True`` waits for the process that
+    holds it. Without ``fcntl`` (Windows) every claim is granted, and so is one in a training
+    worker (:func:`identlib.run_all`'s processes), whose parent holds the claims: processes may
+    then train a network twice, and the atomic writes keep one.
+
+    >>> with claim(RunConfig(), wait=False) as mine:
+    ...     with claim(RunConfig(), wait=False) as other:
+    ...         mine.held, other.held
+    (True, False)
+    """
+
+    def __init__(self, config: RunConfig, wait: bool = True):
+        self.held, self._file = True, None
+        try:
+            import fcntl
+        except ImportError:                              # no flock: nothing to hold
+            return
+        import multiprocessing
+
+        # A training worker, or (while it starts, "inheriting") the caller's script it imports:
+        # its parent holds the claims of what it trains.
+        me = multiprocessing.current_process()
+        if multiprocessing.parent_process() is not None or getattr(me, "_inheriting", False):
+            return
+        folder = ensure_writable().parent / "locks"
+        folder.mkdir(exist_ok=True)
+        self._file = open(folder / f"{config.digest()}.lock", "a+b")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            self.held = False
+            self.release()
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()                           # closing the file drops the lock
+            self._file = None
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def _discard(path: Path, why: str) -> None:

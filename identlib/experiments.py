@@ -24,6 +24,7 @@ every network alone.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -143,16 +144,25 @@ def _train_uncached(configs, keep_init: bool = False, workers: int | None = 0,
 
         group = runtime_group()
     todo = [c for c in dict.fromkeys(configs) if not cache.has(c) and _stored_mb(c) <= MAX_STORED_MB]
-    jobs = training_jobs(todo, max(workers, 1), group)
-    if workers < 1:
-        jobs = [job for job in jobs if len(job) > 1]
-    if not jobs:
+    if not todo:
         return
     cache.ensure_writable()
-    if workers < 1:
-        for job in jobs:
-            _train_and_store(job, keep_init)
-        return
+    claims = [cache.claim(c, wait=False) for c in todo]     # what another process trains, run()
+    try:                                                    # waits for and loads
+        todo = [c for c, mine in zip(todo, claims) if mine.held and not cache.has(c)]
+        jobs = training_jobs(todo, max(workers, 1), group)
+        if workers < 1:
+            for job in jobs:
+                if len(job) > 1:                            # a lone config is left to run()
+                    _train_and_store(job, keep_init)
+        elif jobs:
+            _train_in_pool(jobs, keep_init, workers)
+    finally:
+        for mine in claims:
+            mine.release()
+
+
+def _train_in_pool(jobs, keep_init: bool, workers: int) -> None:
     ctx = multiprocessing.get_context("spawn")
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
@@ -218,32 +228,43 @@ def run(config: RunConfig, *, cache: bool = True, keep_init: bool = False,
 
 
 def _run(config: RunConfig, *, use_cache: bool, keep_init: bool, progress) -> Run:
-    payload, where = None, None
-    if use_cache:
-        payload = cache.load_result(config)
-        if payload is not None and keep_init and "init_state" not in payload:
-            payload["init_state"] = initial_state(config)    # drawn again: no training
-            try:
-                cache.store_result(config, {k: payload[k] for k in ("state_dict", "loss", "converged")},
-                                   payload["init_state"])
-            except OSError:
-                pass                                         # a read-only cache: drawn each time
-        where = cache.platform_of(config) if payload is not None else None
+    payload, where = _cached(config, keep_init) if use_cache else (None, None)
     if payload is None:
         from .runtime import platform
 
+        mine = contextlib.nullcontext()
         if use_cache:
             cache.ensure_writable()                          # fail before training, not after
-
-        result, init_state = _train(config, progress)
-        payload, where = dict(result, init_state=init_state), platform()
-        if use_cache and _stored_mb(config) <= MAX_STORED_MB:
-            cache.store_result(config, result, init_state if keep_init else None)
+            mine = cache.claim(config)                       # wait while another process trains it
+        with mine:
+            if use_cache:
+                payload, where = _cached(config, keep_init)  # it may have
+            if payload is None:
+                result, init_state = _train(config, progress)
+                payload, where = dict(result, init_state=init_state), platform()
+                if use_cache and _stored_mb(config) <= MAX_STORED_MB:
+                    cache.store_result(config, result, init_state if keep_init else None)
     model = build_model(config)
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return Run(config, model, payload["loss"].numpy(), bool(payload["converged"]),
                payload.get("init_state") if keep_init else None, where)
+
+
+def _cached(config: RunConfig, keep_init: bool) -> tuple[dict | None, dict | None]:
+    """The stored payload of ``config`` and where it was trained, or ``(None, None)``; with
+    ``keep_init`` a payload stored without its initial weights gains them, drawn again."""
+    payload = cache.load_result(config)
+    if payload is None:
+        return None, None
+    if keep_init and "init_state" not in payload:
+        payload["init_state"] = initial_state(config)        # drawn again: no training
+        try:
+            cache.store_result(config, {k: payload[k] for k in ("state_dict", "loss", "converged")},
+                               payload["init_state"])
+        except OSError:
+            pass                                             # a read-only cache: drawn each time
+    return payload, cache.platform_of(config)
 
 
 def grid(base: RunConfig, **axes) -> list[RunConfig]:

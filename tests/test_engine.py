@@ -287,3 +287,50 @@ def test_stored_size_is_computed_from_the_config():
     for c in (TINY["fcn"], TINY["cnn"].replace(bias=True), RunConfig(model="cnn", depth=1, dtype="float64")):
         model = build_model(c, torch.Generator())
         assert experiments._stored_mb(c) == n_weights(model) * (8 if c.dtype == "float64" else 4) / 2**20
+
+
+# --- one process trains a network, others wait for it -----------------------------------------------
+
+def test_a_network_another_process_trains_is_waited_for_not_trained_again(monkeypatch):
+    """Chapters executed side by side need some networks in common: the first to start one holds its
+    lock, and the other waits and loads it."""
+    import subprocess
+    import sys
+    import time
+
+    config = TINY["cnn"].replace(steps=400, seed=7)
+    script = ("import sys, time, identlib\n"
+              f"c = identlib.RunConfig(**{config.to_dict()!r})\n"
+              "with identlib.cache.claim(c):\n"
+              "    print('holding', flush=True)\n"
+              "    sys.stdin.readline()\n"
+              "    result = identlib.experiments._train(c, False)[0]\n"
+              "    time.sleep(1)\n"
+              "    identlib.cache.store_result(c, result)\n")
+    other = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert other.stdout.readline().strip() == "holding"
+        monkeypatch.setattr(experiments, "_train", lambda *a, **k: pytest.fail("trained again"))
+        monkeypatch.setattr(engine, "fit_configs", no_grouping)
+        with experiments.cache.claim(config, wait=False) as mine:
+            assert not mine.held
+        experiments._train_uncached([config, config.replace(seed=8)], workers=0)  # skips the held one
+        start = time.monotonic()
+        other.stdin.write("\n")
+        other.stdin.flush()
+        r = experiments.run(config)                       # waits for the other process, then loads
+        assert torch.equal(r.model.state_dict()["layers.0.weight"], stored(config)["state_dict"]["layers.0.weight"])
+        assert time.monotonic() - start < 120
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_group_is_of_one_length():
+    """fit_configs trains members of any length, but run_all groups only runs of one length: a
+    group trains as long as its longest member."""
+    base = TINY["cnn"]
+    assert engine.group_key(base) != engine.group_key(base.replace(steps=2 * base.steps))
+    jobs = experiments.training_jobs([base, base.replace(seed=1), base.replace(steps=120)], workers=1)
+    assert sorted(len(j) for j in jobs) == [1, 2]

@@ -135,8 +135,8 @@ def _copy_package(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _edit(folder, module):
-    (folder / module).write_bytes((folder / module).read_bytes() + b"\n# changed\n")
+def _edit(folder, module, text=b"\n_edited = 1\n"):
+    (folder / module).write_bytes((folder / module).read_bytes() + text)
 
 
 @pytest.mark.parametrize("module", config.DIGEST_MODULES["network"])
@@ -146,6 +146,17 @@ def test_editing_a_training_module_invalidates_networks(module, tmp_path, monkey
     assert RunConfig().digest() == before                     # the copy digests as the original
     _edit(folder, module)
     assert RunConfig().digest() != before
+
+
+@pytest.mark.parametrize("module", config.DIGEST_MODULES["network"])
+def test_editing_comments_and_docstrings_keeps_networks(module, tmp_path, monkeypatch):
+    before = RunConfig().digest()
+    folder = _copy_package(tmp_path, monkeypatch)
+    source = (folder / module).read_text()
+    first_doc = source.index('"""') + 3
+    (folder / module).write_text(source[:first_doc] + "Edited documentation. " + source[first_doc:])
+    _edit(folder, module, b"\n# a comment\n")
+    assert (folder / module).read_text() != source and RunConfig().digest() == before
 
 
 @pytest.mark.parametrize("module", ["experiments.py", "cache.py", "cli.py", "chapters.py", "plot.py",
