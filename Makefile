@@ -6,8 +6,9 @@
 #   make test-portable   make test with AVX2 kernels on an empty results cache (another CPU)
 #   make claims every chapter's stored claims table
 #   make bench  training speed: every way identlib trains a network against the plain PyTorch
-#               loop and the machine's peak; bench-chapters: each chapter's run time, cold and warm
-#               cache, and the book's. Both write book/data/runtime/, which the Runtime chapter
+#               loop and the machine's peak, and the book's CNNs (those of the results cache)
+#               alone and grouped; bench-chapters: each chapter's run time, cold and warm cache,
+#               and the book's. Both write book/data/runtime/, which the Runtime chapter
 #               reads (then `identlib refresh runtime`)
 PYTHON ?= python3
 VENV ?= .venv
@@ -66,7 +67,7 @@ unit: env
 	$(BIN)/python -m pytest tests identlib -p no:cacheprovider
 
 bench: env
-	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/bench.py --jobs-from $(IDENTLIB_CACHE_DIR)
 
 bench-chapters: env
 	$(BIN)/python bench/chapters.py

@@ -3,6 +3,7 @@
     make bench                               # about 15 minutes on a 2-core CPU
     python bench/bench.py --quick            # a smoke run: few steps, one round
     python bench/bench.py --only "CNN depth 20, 128 ch"
+    python bench/bench.py --jobs-from .cache/identlib --no-cases   # only the book's CNNs
 
 One table of cases (``CASES``): each is a run config, a number of steps and the variants to time.
 Every variant trains the case's networks from the same initial weights (each seed's, drawn as
@@ -20,12 +21,18 @@ wall and CPU time of the whole run, all on one thread, as every cached network i
 arithmetic of a step is counted analytically, and this machine's peak is that of a large
 ``torch.mm`` in the same precision, measured at the start and the end. After training, each
 variant's networks are scored on the test panel against the plain loop's. A ``trained`` case
-trains to the config's full number of steps, so that those scores compare verdicts. Writes
-``book/data/runtime/bench.json``, which the Runtime chapter reads.
+trains to the config's full number of steps, so that those scores compare verdicts.
+
+``--jobs-from CACHE`` (``make bench`` passes the book's results cache) measures the cached path's
+grouping on the book's own CNNs, the configs of that cache: each trained for 1/``JOB_FRACTION``
+of its steps, alone and then as the jobs that :func:`identlib.experiments.training_jobs` makes of
+them for two workers, in CPU time, job by job. Writes ``book/data/runtime/bench.json``, which the
+Runtime chapter reads.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -39,6 +46,7 @@ import torch
 import identlib as il
 from identlib import engine
 from identlib.reference import plain_loop
+from identlib.train import fit
 from identlib.train import fit
 
 OUT = Path(__file__).resolve().parents[1] / "book" / "data" / "runtime" / "bench.json"
@@ -232,14 +240,55 @@ def quick(case: Case) -> Case:
     return dataclasses.replace(case, steps=max(2, case.steps // 10))
 
 
+JOB_FRACTION = 40      # the book's CNNs are timed for this fraction of their steps
+
+
+def book_jobs(cache: Path, fraction: int = JOB_FRACTION) -> dict:
+    """The CNNs of a filled results cache, each trained for 1/``fraction`` of its steps alone and
+    as the jobs of :func:`identlib.experiments.training_jobs` (two workers): CPU seconds per job,
+    both ways, on one thread. A network that diverges counts the time until it does."""
+    from identlib import experiments
+
+    configs = []
+    for path in sorted((cache / "results").glob("*/config.json")):
+        c = il.RunConfig(**json.loads(path.read_text()))
+        if c.model == "cnn":
+            configs.append(c.replace(steps=max(1, c.steps // fraction)))
+    rows = []
+    for job in experiments.training_jobs(configs, workers=2):
+        t = time.process_time()
+        for c in job:
+            with contextlib.suppress(il.TrainingDiverged):
+                fit(c)
+        alone = time.process_time() - t
+        t = time.process_time()
+        if len(job) > 1:
+            engine.fit_configs(job, diverged="drop")
+        else:
+            with contextlib.suppress(il.TrainingDiverged):
+                fit(job[0])
+        rows.append({"size": len(job), "channels": job[0].channels, "kernel_size": job[0].kernel_size,
+                     "depths": [c.depth for c in job], "optimizer": job[0].optimizer,
+                     "alone_cpu_s": alone, "grouped_cpu_s": time.process_time() - t})
+    return {"fraction": fraction, "networks": len(configs), "jobs": rows}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few steps and one round (a smoke test)")
     ap.add_argument("--rounds", type=int, default=2, help="runs of each variant (a trained case: 1)")
     ap.add_argument("--only", action="append", help="run only the named case (repeatable)")
     ap.add_argument("--out", type=Path, default=OUT, help=f"JSON file to write (default {OUT})")
+    ap.add_argument("--jobs-from", type=Path, metavar="CACHE", help="also time the CNNs of this filled "
+                    "results cache alone and grouped")
+    ap.add_argument("--no-cases", action="store_true", help="time no case (with --jobs-from: only the "
+                    "book's CNNs; the cases recorded stay)")
     args = ap.parse_args(argv)
-    cases = [c for c in CASES if not args.only or c.name in args.only]
+    if args.jobs_from is not None and not list((args.jobs_from / "results").glob("*/config.json")):
+        print(f"{args.jobs_from} holds no trained networks (run make chapters first): the book's "
+              "CNNs are not timed", flush=True)
+        args.jobs_from = None
+    cases = [] if args.no_cases else [c for c in CASES if not args.only or c.name in args.only]
     if args.only and len(cases) != len(args.only):
         ap.error(f"unknown case; the cases are: {', '.join(c.name for c in CASES)}")
     cases = [quick(c) for c in cases] if args.quick else cases
@@ -256,8 +305,13 @@ def main(argv=None) -> None:
         v = results[-1]["variants"]
         print(f"{case.name}: " + ", ".join(f"{k} {1e3 * v[k]['step_seconds']:.1f} ms/step" for k in v),
               flush=True)
+    jobs = None
+    if args.jobs_from is not None:
+        jobs = book_jobs(args.jobs_from.resolve(), 400 if args.quick else JOB_FRACTION)
+        a, g = (sum(r[k] for r in jobs["jobs"]) for k in ("alone_cpu_s", "grouped_cpu_s"))
+        print(f"the book's {jobs['networks']} CNNs: alone {a:.0f} s, grouped {g:.0f} s CPU", flush=True)
     deep = ADAM_CNN.replace(depth=20)
-    profile = None if args.only else {
+    profile = None if args.only or args.no_cases else {
         "config": deep.to_dict(), "runs": [profile_step(deep, p, 2 if args.quick else 4) for p in ("float32", "bf16")]}
     peaks["float32"].append(mm_peak(torch.float32))
     peaks["bf16"].append(mm_peak(torch.bfloat16))
@@ -266,13 +320,16 @@ def main(argv=None) -> None:
         r["meta"], r["peaks"] = meta, peaks
     if profile:
         profile["meta"] = meta
-    if args.only and args.out.exists():  # --only: the other cases stay as their own run measured them
+    if jobs:
+        jobs["meta"] = meta
+    if (args.only or args.no_cases) and args.out.exists():  # the cases not run stay as measured
         old = json.loads(args.out.read_text())
         new = {r["name"]: r for r in results}
         results = [new.pop(o["name"], o) for o in old["cases"]] + list(new.values())
-        profile = old.get("profile")
+        profile = profile or old.get("profile")
+        jobs = jobs or old.get("jobs")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cases": results, "profile": profile}, indent=1) + "\n")
+    args.out.write_text(json.dumps({"cases": results, "profile": profile, "jobs": jobs}, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -128,11 +128,18 @@ def source_digest(kind: str = "network") -> str:
     """
     if kind not in DIGEST_MODULES:
         raise ValueError(f"kind must be one of {', '.join(DIGEST_MODULES)} (got {kind!r})")
-    h = hashlib.sha256()
     here = Path(__file__).parent
-    for name in DIGEST_MODULES[kind]:
-        h.update(_code_of((here / name).read_text()).encode())
-    return h.hexdigest()[:12]
+    files = tuple(here / name for name in DIGEST_MODULES[kind])
+    stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    if stamp not in _DIGESTS:                     # parsing the modules takes tens of milliseconds
+        h = hashlib.sha256()
+        for f in files:
+            h.update(_code_of(f.read_text()).encode())
+        _DIGESTS[stamp] = h.hexdigest()[:12]
+    return _DIGESTS[stamp]
+
+
+_DIGESTS: dict = {}     # source_digest, by the modules' paths, modification times and sizes
 
 
 def _code_of(source: str) -> str:

@@ -98,13 +98,15 @@ def _stored_mb(config: RunConfig) -> float:
 def training_jobs(configs, workers: int = 1, group: bool = True) -> list[list[RunConfig]]:
     """The jobs that train ``configs``, costliest first: each job one network, or a group of CNNs
     trained together (:func:`identlib.engine.fit_configs`) where ``group`` is on. Configs of one
-    :func:`identlib.engine.group_key` are dealt, costliest first, to the cheapest of
-    ``max(workers, ⌈n / MAX_GROUP⌉)`` groups (at most ``MAX_GROUP`` members each), so that
-    ``workers`` processes finish together.
+    :func:`identlib.engine.group_key` form ⌈n / MAX_GROUP⌉ groups, dealt costliest first to the
+    cheapest; while there are fewer jobs than ``workers``, the costliest group is split in two, so
+    that every worker has work.
 
     >>> cs = [RunConfig(model="cnn", depth=d, channels=4) for d in (1, 5, 9, 20)]
     >>> [[c.depth for c in job] for job in training_jobs(cs, workers=2)]
     [[20], [9, 5, 1]]
+    >>> [[c.model for c in job] for job in training_jobs(cs + [RunConfig()], workers=2)]
+    [['fcn'], ['cnn', 'cnn', 'cnn', 'cnn']]
     >>> [[c.depth for c in job] for job in training_jobs(cs, group=False)]
     [[20], [9], [5], [1]]
     """
@@ -117,15 +119,28 @@ def training_jobs(configs, workers: int = 1, group: bool = True) -> list[list[Ru
         by_key.setdefault(("alone", i) if key is None else key, []).append(c)
     jobs = []
     for members in by_key.values():
-        members.sort(key=lambda c: -_step_cost(c))
-        n_groups = max(min(workers, len(members)), -(-len(members) // MAX_GROUP))
-        groups, costs = [[] for _ in range(n_groups)], [0.0] * n_groups
-        for c in members:
-            g = min((g for g in range(n_groups) if len(groups[g]) < MAX_GROUP), key=costs.__getitem__)
-            groups[g].append(c)
-            costs[g] += _step_cost(c)
-        jobs += [g for g in groups if g]
-    return sorted(jobs, key=lambda job: -sum(map(_step_cost, job)))
+        jobs += _deal(members, -(-len(members) // MAX_GROUP))
+    while len(jobs) < workers and any(len(job) > 1 for job in jobs):
+        big = max((job for job in jobs if len(job) > 1), key=_job_cost)
+        jobs.remove(big)
+        jobs += _deal(big, 2)
+    return sorted(jobs, key=lambda job: -_job_cost(job))
+
+
+def _deal(members, n: int) -> list[list[RunConfig]]:
+    """``members`` dealt into ``n`` groups of similar cost: each, costliest first, to the cheapest."""
+    from .engine import MAX_GROUP
+
+    groups, costs = [[] for _ in range(n)], [0.0] * n
+    for c in sorted(members, key=lambda c: -_step_cost(c)):
+        g = min((g for g in range(n) if len(groups[g]) < MAX_GROUP), key=costs.__getitem__)
+        groups[g].append(c)
+        costs[g] += _step_cost(c)
+    return [g for g in groups if g]
+
+
+def _job_cost(job) -> float:
+    return sum(map(_step_cost, job))
 
 
 def _train_uncached(configs, keep_init: bool = False, workers: int | None = 0,
@@ -224,7 +239,17 @@ def run(config: RunConfig, *, cache: bool = True, keep_init: bool = False,
     ``keep_init`` also returns (and stores) the initial weights, for comparisons with theory.
     ``cache=False`` neither reads nor writes the cache.
     """
+    _trace(config)
     return _run(config, use_cache=cache, keep_init=keep_init, progress=progress)
+
+
+def _trace(config: RunConfig) -> None:
+    """Append the digest of a config this process uses to ``$IDENTLIB_TRACE``, if set: how the
+    chapter benchmark (``bench/chapters.py``) learns which networks each chapter needs."""
+    path = os.environ.get("IDENTLIB_TRACE")
+    if path:
+        with open(path, "a") as f:
+            f.write(config.digest() + "\n")
 
 
 def _run(config: RunConfig, *, use_cache: bool, keep_init: bool, progress) -> Run:
@@ -370,6 +395,7 @@ def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, f
     _train_uncached([c for c in configs if not known(c)], workers=workers, group=group)
     frames = []
     for c in configs:
+        _trace(c)
         df = cache.read_artifact(c, name, pd.read_pickle)
         if df is None and diverged == "report" and (cache.entry(c) / DIVERGED).exists():
             df = _diverged_frame(len(inputs), columns)

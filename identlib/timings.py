@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["measured", "machine", "step_table", "trained_table", "profile_table", "chapter_table",
-           "paper_scale"]
+           "jobs_table", "paper_scale"]
 
 
 def measured(name: str, folder: str | Path | None = None) -> dict | None:
@@ -82,13 +82,36 @@ def profile_table(bench: dict) -> pd.DataFrame:
 
 
 def chapter_table(chapters: dict) -> pd.DataFrame:
-    """Seconds per chapter with a cold and a warm results cache, and the book's totals."""
-    rows = [{"chapter": name, "cold s": r["cold"], "warm s": r["warm"]}
-            for name, r in chapters["chapters"].items()]
+    """Seconds per chapter with a cold and a warm results cache, and the book's totals; where the
+    record has them, the networks each uses, their training arithmetic (GFLOP) and, for the book,
+    that arithmetic over its cold time as a share of the peak of as many cores as chapters ran at a
+    time (the share for one chapter is not given: its cold time overlaps the others')."""
+    rows = []
+    for name, r in chapters["chapters"].items():
+        rows.append({"chapter": name, "cold s": r["cold"], "warm s": r["warm"],
+                     "networks": r.get("networks"), "training GFLOP": r.get("train_gflop")})
     book = chapters["book"]
+    peak = max(chapters["meta"].get("float32_peak_gflops") or [float("nan")])
+    total = book.get("train_gflop")
     rows.append({"chapter": f"the book, {book['jobs']} at a time", "cold s": book["cold"],
-                 "warm s": book["warm"]})
-    return pd.DataFrame(rows).set_index("chapter")
+                 "warm s": book["warm"], "networks": book["networks"], "training GFLOP": total,
+                 "% of peak": None if total is None else 100 * total / (book["cold"] * peak * book["jobs"])})
+    table = pd.DataFrame(rows).set_index("chapter")
+    return table.dropna(axis=1, how="all")
+
+
+def jobs_table(bench: dict) -> pd.DataFrame:
+    """The book's CNNs, trained alone and as the cached path's jobs (``bench.json``'s ``jobs``),
+    by width: networks, CPU seconds both ways (for the timed fraction of their steps) and the
+    ratio; the last row is every CNN."""
+    jobs = pd.DataFrame(bench["jobs"]["jobs"])
+    jobs["networks"] = jobs["size"]
+    by = jobs.groupby("channels")[["networks", "alone_cpu_s", "grouped_cpu_s"]].sum()
+    by.index = [f"{c} channels" for c in by.index]
+    by.loc["every CNN"] = jobs[["networks", "alone_cpu_s", "grouped_cpu_s"]].sum()
+    by["alone / grouped"] = by.alone_cpu_s / by.grouped_cpu_s
+    by["networks"] = by["networks"].astype(int)
+    return by.rename(columns={"alone_cpu_s": "alone, CPU s", "grouped_cpu_s": "grouped, CPU s"})
 
 
 def paper_scale(bench: dict, depths, seeds: int, steps: int) -> pd.DataFrame:

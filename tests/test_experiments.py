@@ -305,3 +305,15 @@ def test_sweep_reports_a_diverged_run_and_caches_the_outcome(monkeypatch):
     monkeypatch.setattr(experiments, "_train", lambda *a, **k: pytest.fail("retrained"))
     again = experiments.sweep([good, bad], x, diverged="report")
     assert again.diverged.tolist() == [False, True]
+
+
+def test_a_trace_lists_the_networks_a_process_uses(tmp_path, monkeypatch):
+    trace = tmp_path / "trace.txt"
+    monkeypatch.setenv("IDENTLIB_TRACE", str(trace))
+    configs = experiments.grid(TINY, seed=[0, 1])
+    experiments.sweep(configs, data.training_image(15)[None])
+    assert set(trace.read_text().split()) == {c.digest() for c in configs}
+    trace.unlink()
+    experiments.sweep(configs, data.training_image(15)[None])       # from the cached scores
+    experiments.run(configs[0])
+    assert trace.read_text().split() == [c.digest() for c in configs] + [configs[0].digest()]

@@ -111,3 +111,63 @@ def test_step_arithmetic_counts_every_layer():
     forward = [2 * 28 * 28 * 25 * 1 * 3, 2 * 28 * 28 * 25 * 3 * 1]
     assert bench.forward_flops(c) == forward
     assert bench.step_flops(c) == 3 * sum(forward) - forward[0]       # no input gradient for the input
+
+
+CHAPTERS = {"meta": dict(META, float32_peak_gflops=[100.0, 90.0], cpu_minutes=3.0),
+            "chapters": {"a": {"cold": 60.0, "warm": 5.0, "networks": 2, "train_gflop": 3000.0},
+                         "b": {"cold": 30.0, "warm": 4.0, "networks": 1, "train_gflop": 1000.0}},
+            "book": {"jobs": 2, "cold": 80.0, "warm": 7.0, "networks": 3, "train_gflop": 4000.0}}
+
+
+def test_chapter_table_sets_the_books_arithmetic_against_the_peak_of_its_cores():
+    table = timings.chapter_table(CHAPTERS)
+    assert list(table["networks"]) == [2, 1, 3]
+    book = table.loc["the book, 2 at a time"]
+    assert book["% of peak"] == pytest.approx(100 * 4000 / (80 * 100 * 2))
+    assert table["% of peak"].isna().sum() == 2                   # not for one chapter
+    old = {**CHAPTERS, "chapters": {"a": {"cold": 1.0, "warm": 1.0}},
+           "book": {"jobs": 2, "cold": 1.0, "warm": 1.0, "networks": 1}}
+    assert "training GFLOP" not in timings.chapter_table(old)       # a record from before
+
+
+def test_jobs_table_sums_by_width_and_over_every_cnn():
+    bench = {"jobs": {"fraction": 40, "networks": 5, "jobs": [
+        {"size": 3, "channels": 8, "alone_cpu_s": 6.0, "grouped_cpu_s": 2.0},
+        {"size": 1, "channels": 8, "alone_cpu_s": 1.0, "grouped_cpu_s": 1.0},
+        {"size": 1, "channels": 16, "alone_cpu_s": 2.0, "grouped_cpu_s": 2.0}]}}
+    table = timings.jobs_table(bench)
+    assert list(table.index) == ["8 channels", "16 channels", "every CNN"]
+    assert list(table["networks"]) == [4, 1, 5]
+    assert table.loc["8 channels", "alone / grouped"] == pytest.approx(7 / 3)
+    assert table.loc["every CNN", "alone / grouped"] == pytest.approx(9 / 5)
+
+
+def test_the_books_cnns_are_timed_alone_and_as_the_cached_paths_jobs(tmp_path, monkeypatch):
+    bench = _bench()
+    import identlib as il
+
+    base = il.RunConfig(model="cnn", depth=2, channels=4, activation="relu", optimizer="gd", lr=0.05,
+                        steps=8)
+    configs = [base, base.replace(seed=1, depth=3), base.replace(kernel_size=3), il.RunConfig(steps=4)]
+    il.run_all(configs)                                     # fills this test's cache
+    out = bench.book_jobs(il.cache_dir().parent, fraction=2)
+    assert out["networks"] == 3                             # the CNNs, not the FCN
+    assert sorted(job["size"] for job in out["jobs"]) == [1, 2]
+    assert all(job["alone_cpu_s"] > 0 and job["grouped_cpu_s"] > 0 for job in out["jobs"])
+
+
+def test_the_chapter_benchmark_counts_the_arithmetic_of_the_networks_a_chapter_used(monkeypatch):
+    import identlib as il
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("chapters_script", ROOT / "bench" / "chapters.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tol = il.RunConfig(model="fcn", depth=1, optimizer="gd", lr=0.5, steps=500, tol=1e-6)
+    cnn = il.RunConfig(model="cnn", depth=2, channels=3, steps=5)
+    runs = il.run_all([tol, cnn])
+    taken = len(runs[0].loss)
+    assert taken < 500                                      # stopped at tol: the steps taken count
+    expected = (_bench().step_flops(tol) * taken + _bench().step_flops(cnn) * 5) / 1e9
+    cache = il.cache_dir().parent
+    assert module.train_gflop(cache, [tol.digest(), cnn.digest(), "0" * 12]) == pytest.approx(expected)
