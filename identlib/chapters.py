@@ -36,13 +36,23 @@ def book_dir() -> Path:
     return path
 
 
-def chapters() -> dict[str, Path]:
-    """Chapter name -> notebook path, for every notebook in the book with a parameters cell."""
+def read_notebook(path: Path):
+    """A notebook as nbformat's v4 node, read without the validation warnings (a cell without an
+    id, from an older writer) that would otherwise land in the output of the cell that asked."""
+    import warnings
+
     import nbformat
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return nbformat.read(path, as_version=4)
+
+
+def chapters() -> dict[str, Path]:
+    """Chapter name -> notebook path, for every notebook in the book with a parameters cell."""
     out = {}
     for nb_path in sorted(p for p in book_dir().glob("*.ipynb") if not p.name.startswith(".")):
-        nb = nbformat.read(nb_path, as_version=4)
+        nb = read_notebook(nb_path)
         if any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
             out[nb_path.stem] = nb_path
     return out
@@ -68,9 +78,7 @@ def _continued_help(path: Path) -> dict[str, str]:
         channels = 16  # paper: 128; choice: 16, so that the chapter runs in minutes
                        # (paper profile: 128)
     """
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     out, name = {}, None
     for line in cell.source.splitlines():
@@ -279,7 +287,7 @@ def _strip_volatile(path: Path) -> None:
     """Drop papermill's timings and run metadata so a re-executed chapter differs only in outputs."""
     import nbformat
 
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     nb.metadata.pop("papermill", None)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
@@ -328,9 +336,7 @@ class ChapterFailed(RuntimeError):
 
 def after(chapter: str) -> list[str]:
     """The chapters whose networks ``chapter`` loads (its notebook metadata ``identlib.after``)."""
-    import nbformat
-
-    nb = nbformat.read(_chapter_path(chapter), as_version=4)
+    nb = read_notebook(_chapter_path(chapter))
     return list(nb.metadata.get("identlib", {}).get("after", []))
 
 

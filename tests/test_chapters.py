@@ -43,6 +43,34 @@ def test_book_has_the_spine_chapters():
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
+def test_stored_outputs_carry_no_warnings(chapter):
+    """A warning in a stored output is a fact about the machine that executed the chapter; nbval
+    would ask every other machine to print it too."""
+    nb = nbformat.read(ch.chapters()[chapter], as_version=4)
+    stderr = [o.text for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not [t for t in stderr if "Warning" in t], stderr
+
+
+def test_a_notebook_without_cell_ids_is_read_without_a_warning(tmp_path, monkeypatch):
+    """Chapters read the book's notebooks (in the kernel, where a warning would land in the output
+    of the cell that asked); one written without cell ids must not make them warn."""
+    import json
+    import warnings
+
+    book = tmp_path / "book"
+    write_chapter(book / "mini.ipynb", "n = 1  # choice: one")
+    nb = json.loads((book / "mini.ipynb").read_text())
+    for cell in nb["cells"]:
+        cell.pop("id", None)
+    (book / "mini.ipynb").write_text(json.dumps(nb))
+    monkeypatch.setenv("IDENTLIB_BOOK_DIR", str(book))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(ch.chapters()) == ["mini"]
+        assert ch.after("mini") == []
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
 def test_every_parameter_is_documented_as_paper_or_choice(chapter):
     params = ch.parameters(chapter)
     assert params

@@ -106,12 +106,23 @@ def test_interrupt_keeps_finished_networks(tmp_path):
     env = {**os.environ, "IDENTLIB_CACHE_DIR": str(tmp_path / "cache")}
     done = identlib("train", *TINY, env={"IDENTLIB_CACHE_DIR": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr
+    long = RunConfig(model="cnn", depth=4, channels=8, steps=200000)
     proc = subprocess.Popen([sys.executable, "-m", "identlib", "train", "-p", "model", "cnn", "-p", "depth", "4",
                              "-p", "channels", "8", "-p", "steps", "200000"], env=env, stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(8)                                              # inside training by now
+    lock = tmp_path / "cache" / "locks" / f"{long.digest()}.lock"   # taken just before it trains
+    deadline = time.monotonic() + 180                          # a loaded machine imports slowly
+    while not lock.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert lock.exists(), "the long network never started training"
+    time.sleep(2)                                              # inside training by now
     os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        pytest.fail(f"still running 120 s after SIGINT; its stderr: {err[-2000:]!r}")
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     line = [t for t in err.splitlines() if t.startswith("identlib: ")][-1]
