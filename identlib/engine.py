@@ -251,7 +251,7 @@ def fit_group(members, inputs: torch.Tensor, targets: torch.Tensor, *, generator
     takes one ``lr``. ``diverged="drop"`` stops a diverging member instead of raising: its entry in
     the result is ``None`` and the others train on (a member's arithmetic never touches another's).
     """
-    group = stack(members)
+    group = stack(members).to(inputs.device)
     G, n = group.G, len(inputs)
     if diverged not in ("raise", "drop"):
         raise ValueError(f'diverged must be "raise" or "drop" (got {diverged!r})')
@@ -273,8 +273,8 @@ def fit_group(members, inputs: torch.Tensor, targets: torch.Tensor, *, generator
         opt = _MemberSGD(group.member_rows(), lrs, moms)
     numel = targets[0].numel() * (n if full else batch_size)              # squared errors per member
     scale = None if len(set(reductions)) == 1 else torch.tensor(
-        [1.0 / numel if r == "mean" else 1.0 for r in reductions])
-    losses = torch.zeros(steps, G, dtype=torch.float64)
+        [1.0 / numel if r == "mean" else 1.0 for r in reductions], device=inputs.device)
+    losses = torch.zeros(steps, G, dtype=torch.float64, device=inputs.device)
     stopped: dict[int, tuple[int, dict]] = {}       # member -> (steps taken, weights) once stopped
     at_steps: set[int] = set()                       # members stopped at their own steps, not tol
     orders, cursor = None, n
@@ -293,10 +293,10 @@ def fit_group(members, inputs: torch.Tensor, targets: torch.Tensor, *, generator
                 if cursor + batch_size > n:                                    # one order per member
                     orders = torch.stack([torch.randperm(n, generator=g) for g in generators])
                     cursor = 0
-                idx = orders[:, cursor:cursor + batch_size]                    # (G, b)
+                idx = orders[:, cursor:cursor + batch_size].to(inputs.device)  # (G, b)
                 cursor += batch_size
                 x, y = inputs[idx], targets[idx]                               # (G, b, 1, 28, 28)
-            with autocast(precision):
+            with autocast(precision, inputs.device.type):
                 out = group(x)                                                 # (G, B, 1, 28, 28)
             err = (out.to(y.dtype) - y).square().flatten(1)                    # (G, B·784)
             if scale is None:
@@ -314,7 +314,7 @@ def fit_group(members, inputs: torch.Tensor, targets: torch.Tensor, *, generator
                 _check(losses, taken, stopped, name, optimizer, lrs, diverged, ends[taken])
                 for g in ends[taken]:
                     if g not in stopped:
-                        stopped[g] = (taken, group.member_state(g))
+                        stopped[g] = (taken, _on_cpu(group.member_state(g)))
                         at_steps.add(g)
                 if len(stopped) == G:
                     break
@@ -323,7 +323,7 @@ def fit_group(members, inputs: torch.Tensor, targets: torch.Tensor, *, generator
                 if tol > 0:
                     for g in range(G):
                         if g not in stopped and float(losses[taken - 1, g]) < tol:
-                            stopped[g] = (taken, group.member_state(g))
+                            stopped[g] = (taken, _on_cpu(group.member_state(g)))
                 if bar is not None:
                     bar.update(taken - bar.n)
                 if len(stopped) == G:
@@ -337,12 +337,17 @@ def fit_group(members, inputs: torch.Tensor, targets: torch.Tensor, *, generator
             out.append(None)
             continue
         steps_g, state = stopped.get(g, (taken, None))
-        history = losses[:steps_g, g].numpy()
+        history = losses[:steps_g, g].cpu().numpy()
         converged = (g in stopped and g not in at_steps) or bool(
             tol > 0 and steps_g and math.isfinite(history[-1]) and history[-1] < tol)
         out.append((TrainResult(loss=history, steps=steps_g, converged=converged),
-                    state if state is not None else group.member_state(g)))
+                    state if state is not None else _on_cpu(group.member_state(g))))
     return out
+
+
+def _on_cpu(state: dict) -> dict:
+    """A member's state dict with CPU tensors (a copy where it lived on a GPU)."""
+    return {k: v.cpu() for k, v in state.items()}
 
 
 def _check(losses, taken, stopped, name, optimizer, lrs, diverged="raise", members=None) -> None:
@@ -378,8 +383,8 @@ class _MemberSGD:
         self.items = []
         for p, members in rows:                       # members: the member of each row of p
             shape = (-1,) + (1,) * (p.dim() - 1)
-            lr = torch.tensor(lrs, dtype=p.dtype)[members].view(shape)
-            mu = torch.tensor(momentums, dtype=p.dtype)[members].view(shape)
+            lr = torch.tensor(lrs, dtype=p.dtype)[members].view(shape).to(p.device)
+            mu = torch.tensor(momentums, dtype=p.dtype)[members].view(shape).to(p.device)
             self.items.append((p, lr, mu, bool((mu != 0).any())))
         self.buffers: dict[int, torch.Tensor] = {}
 
@@ -455,6 +460,7 @@ def fit_configs(configs, progress=None, callback=None, diverged: str = "raise") 
     (a dropped member's entry is ``None``)."""
     from .data import training_set
     from .models import build_model
+    from .runtime import device
     from .train import one_thread
 
     configs = list(configs)
@@ -466,7 +472,7 @@ def fit_configs(configs, progress=None, callback=None, diverged: str = "raise") 
     gens = [torch.Generator().manual_seed(m.seed) for m in configs]
     models = [build_model(m, g) for m, g in zip(configs, gens)]
     init_states = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
-    x = training_set(c)
+    x = training_set(c).to(device())
     with one_thread():
         trained = fit_group(models, x, x, generators=gens, optimizer=c.optimizer,
                             lr=[m.lr for m in configs], steps=max(m.steps for m in configs),

@@ -50,10 +50,11 @@ class LayerMaps:
 @torch.no_grad()
 def hidden_states(model: torch.nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
     """Every layer's output on ``images`` (N, 1, 28, 28): hidden layers after their activation,
-    then the network's output; a list of L tensors (N, C, 28, 28), float32."""
-    dtype = next(model.parameters()).dtype
-    _, hidden = model(images.to(dtype), return_hidden=True)
-    return [h.float() for h in hidden]
+    then the network's output; a list of L tensors (N, C, 28, 28), float32 on the CPU, computed
+    where the model is (during training, on the training device)."""
+    p = next(model.parameters())                        # on the device the model is on
+    _, hidden = model(images.to(p.device, p.dtype), return_hidden=True)
+    return [h.float().cpu() for h in hidden]
 
 
 def channel_summary(h: torch.Tensor, summary: str = "pc") -> tuple[torch.Tensor, float]:

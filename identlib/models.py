@@ -133,7 +133,16 @@ def layer_sizes(config: RunConfig) -> list[int]:
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    """The model's outputs on ``images`` (N, 1, 28, 28), float32, in eval mode."""
-    dtype = next(model.parameters()).dtype
-    outs = [model(images[i:i + batch].to(dtype)).float() for i in range(0, len(images), batch)]
+    """The model's outputs on ``images`` (N, 1, 28, 28), float32 on the CPU, in eval mode,
+    computed on :func:`identlib.runtime.device` (the model is moved there and back)."""
+    from .runtime import device
+
+    p = next(model.parameters())
+    home, dev = p.device, device()
+    model.to(dev)
+    try:
+        outs = [model(images[i:i + batch].to(dev, p.dtype)).float().cpu()
+                for i in range(0, len(images), batch)]
+    finally:
+        model.to(home)
     return torch.cat(outs)

@@ -5,7 +5,9 @@ import os
 
 import torch
 
-__all__ = ["setup", "workers", "group", "platform"]
+__all__ = ["setup", "workers", "group", "device", "platform", "DEVICES"]
+
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def setup(threads: int | None = None, require: str | None = None) -> dict:
@@ -23,6 +25,7 @@ def setup(threads: int | None = None, require: str | None = None) -> dict:
                            "installed: run `pip install -e .` in the book's folder")
     n = threads or int(os.environ.get("IDENTLIB_THREADS", "2"))
     torch.set_num_threads(n)
+    device()                           # a wrong $IDENTLIB_DEVICE fails here, before any training
     return {"identlib": __version__, "torch": torch.__version__.split("+")[0], "threads": n,
             "training_threads": 1}
 
@@ -68,13 +71,62 @@ def _cpu_model() -> str:
     return _platform.processor() or _platform.machine()
 
 
+def device() -> torch.device:
+    """Where networks are trained and evaluated (``$IDENTLIB_DEVICE``): "auto", the default, uses
+    CUDA when torch finds a GPU and the CPU otherwise; "cpu" and "cuda" force one. Weights are
+    drawn on the CPU from the config's seed, so a network starts from the same weights on every
+    device, and stored results always hold CPU tensors.
+
+    On CUDA, float32 means float32: TF32 is off for matrix products and convolutions, and cuDNN
+    picks deterministic convolution algorithms without benchmarking (:func:`cuda_policy`).
+    ``precision="bf16"`` runs the forward pass under CUDA's bfloat16 autocast, as on the CPU.
+
+    >>> import os; os.environ["IDENTLIB_DEVICE"] = "cpu"
+    >>> device()
+    device(type='cpu')
+    >>> del os.environ["IDENTLIB_DEVICE"]
+    """
+    from .config import ConfigError
+
+    text = os.environ.get("IDENTLIB_DEVICE", "auto").strip().lower() or "auto"
+    if text not in DEVICES:
+        raise ConfigError(f"IDENTLIB_DEVICE must be one of {', '.join(DEVICES)} (got {text!r})")
+    if text == "cpu" or (text == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("IDENTLIB_DEVICE=cuda, but torch finds no CUDA GPU here: install a CUDA "
+                          "build of torch, or set IDENTLIB_DEVICE=auto (or cpu) to train on the CPU")
+    cuda_policy()
+    return torch.device("cuda")
+
+
+def cuda_policy() -> dict:
+    """The CUDA settings every run uses, set and returned: no TF32 (float32 products stay float32,
+    so a float32 run computes what it says), cuDNN's deterministic convolution algorithms and no
+    autotuning (one algorithm per shape on every run; costs little for the book's small
+    convolutions)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return {"tf32": False, "cudnn_deterministic": True, "cudnn_benchmark": False}
+
+
+def device_name(dev: torch.device | None = None) -> str:
+    """"cpu", or "cuda (<GPU name>)"."""
+    dev = device() if dev is None else dev
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    return dev.type
+
+
 def platform() -> dict:
     """Where this process trains: CPU model, the instruction set torch's CPU kernels use (AVX2,
-    AVX-512, ...; ``ATEN_CPU_CAPABILITY`` can lower it), torch version and device. Stored beside
-    every cached network (not in its key).
+    AVX-512, ...; ``ATEN_CPU_CAPABILITY`` can lower it), torch version and device (:func:`device`:
+    "cpu" or "cuda (<GPU name>)"). Stored beside every cached network (not in its key).
 
     >>> sorted(platform())
     ['cpu', 'device', 'instruction_set', 'torch']
     """
     return {"cpu": _cpu_model(), "instruction_set": torch.backends.cpu.get_cpu_capability(),
-            "torch": torch.__version__, "device": "cpu"}
+            "torch": torch.__version__, "device": device_name()}

@@ -53,14 +53,14 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.0) -> torch
     raise ValueError(f"unknown optimizer {name!r}; use gd, sgd or adam")
 
 
-def autocast(precision: str = "float32"):
-    """The context a forward pass runs in: nothing for "float32"; for "bf16", CPU autocast, which
-    runs convolutions and matrix products in bfloat16 while the weights, the optimizer state and
-    the loss stay float32."""
+def autocast(precision: str = "float32", device_type: str = "cpu"):
+    """The context a forward pass runs in: nothing for "float32"; for "bf16", autocast on
+    ``device_type`` ("cpu" or "cuda"), which runs convolutions and matrix products in bfloat16
+    while the weights, the optimizer state and the loss stay float32."""
     if precision == "float32":
         return contextlib.nullcontext()
     if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device_type, dtype=torch.bfloat16)
     raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
 
 
@@ -91,7 +91,7 @@ def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, opti
     opt = make_optimizer(optimizer, model.parameters(), lr, momentum)
     n = len(inputs)
     full = batch_size <= 0 or batch_size >= n
-    losses = torch.zeros(steps, dtype=torch.float64)
+    losses = torch.zeros(steps, dtype=torch.float64, device=inputs.device)  # read every few steps
     order, cursor = None, n
     bar = None
     if _progress_enabled(progress):
@@ -107,10 +107,10 @@ def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, opti
             else:
                 if cursor + batch_size > n:
                     order, cursor = torch.randperm(n, generator=generator), 0
-                idx = order[cursor:cursor + batch_size]
+                idx = order[cursor:cursor + batch_size].to(inputs.device)
                 cursor += batch_size
                 x, y = inputs[idx], targets[idx]
-            with autocast(precision):
+            with autocast(precision, inputs.device.type):
                 loss = F.mse_loss(model(x), y, reduction=loss_reduction)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -138,7 +138,7 @@ def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, opti
         if bar is not None:
             bar.close()
     model.eval()
-    history = losses[:taken].numpy()
+    history = losses[:taken].cpu().numpy()
     if not converged and tol > 0 and taken and math.isfinite(history[-1]):
         converged = bool(history[-1] < tol)
     return TrainResult(loss=history, steps=taken, converged=converged)
@@ -172,8 +172,9 @@ def fit(config, *, progress: bool | None = None, steps: int | None = None, tol: 
     on one thread: ``(model, result, init_state)``, with ``init_state`` the initial weights.
 
     ``steps`` and ``tol`` override the config's (the layer chapter stops early to record
-    snapshots); ``callback`` as in :func:`train`. The model is drawn from a generator seeded with
-    ``config.seed``, which then orders the minibatches.
+    snapshots); ``callback`` as in :func:`train` (it sees the model on the training device). The
+    model is drawn on the CPU from a generator seeded with ``config.seed``, which then orders the
+    minibatches; it trains on :func:`identlib.runtime.device` and is returned on the CPU.
 
     >>> from identlib.config import RunConfig
     >>> model, out, init = fit(RunConfig(depth=1, steps=3))
@@ -182,15 +183,18 @@ def fit(config, *, progress: bool | None = None, steps: int | None = None, tol: 
     """
     from .data import training_set
     from .models import build_model
+    from .runtime import device
 
     gen = torch.Generator().manual_seed(config.seed)
     model = build_model(config, gen)
     init_state = {k: v.clone() for k, v in model.state_dict().items()}
-    x = training_set(config)
+    dev = device()
+    x = training_set(config).to(dev)
+    model.to(dev)
     with one_thread():
         out = train(model, x, x, optimizer=config.optimizer, lr=config.lr,
                     steps=config.steps if steps is None else steps, momentum=config.momentum,
                     loss_reduction=config.loss_reduction, tol=config.tol if tol is None else tol,
                     batch_size=config.batch_size, generator=gen, precision=config.precision,
                     progress=progress, name=config.label(), callback=callback)
-    return model, out, init_state
+    return model.to("cpu"), out, init_state
