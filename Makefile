@@ -4,7 +4,10 @@
 #               parameters (two files at a time; TEST_JOBS=1 for one), and the HTML build with
 #               warnings as errors
 #   make test-portable   make test with AVX2 kernels on an empty results cache (another CPU)
-#   make claims every chapter's stored claims table
+#   make claims every chapter's stored claims table, and those of the pages at the paper's scale
+#   make paper  the chapters at the paper's scale (their paper profiles), stored in book/paper/ and
+#               rendered in the book; hours on a 2-core CPU (each profile states its cost), minutes
+#               on a GPU; resumes from the results cache. CI checks their claims, never runs them
 #   make bench  training speed: every way identlib trains a network against the plain PyTorch
 #               loop and the machine's peak, and the book's CNNs (those of the results cache)
 #               alone and grouped; bench-chapters: each chapter's run time, cold and warm cache,
@@ -20,7 +23,7 @@ export IDENTLIB_CACHE_DIR ?= $(CURDIR)/.cache/identlib
 export IDENTLIB_PROGRESS ?= 0
 export PYTHONHASHSEED := 0
 
-.PHONY: book test test-portable claims env chapters html unit clean bench bench-chapters
+.PHONY: book test test-portable claims env chapters html unit clean bench bench-chapters paper
 
 book: chapters html
 
@@ -62,6 +65,14 @@ test-portable: env
 # The claims table stored in every chapter (exit status 1 if a claim failed).
 claims: env
 	for c in $$($(BIN)/python -m identlib chapters | cut -d' ' -f1); do $(BIN)/python -m identlib claims $$c || exit 1; done
+	for nb in book/paper/*.ipynb; do [ -e "$$nb" ] || continue; $(BIN)/python -m identlib claims $$nb || exit 1; done
+
+# The paper profiles, one chapter at a time (each trains in $$IDENTLIB_WORKERS processes). Set
+# IDENTLIB_DEVICE=cuda to require a GPU; PAPER_CHAPTERS to run some of them.
+PAPER_CHAPTERS ?=
+paper: env
+	@echo "expected: several hours on a 2-core CPU, minutes on a GPU (book/paper/index.md lists each cost)"
+	$(BIN)/python -m identlib refresh --profile paper $(PAPER_CHAPTERS)
 
 unit: env
 	$(BIN)/python -m pytest tests identlib -p no:cacheprovider

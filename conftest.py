@@ -6,6 +6,10 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
 
+# The pages at the paper's scale (book/paper/) took hours to execute: nbval never re-executes them;
+# tests/test_paper.py checks their stored claims and how they were made.
+collect_ignore = ["book/paper"]
+
 
 @pytest.fixture(autouse=True)
 def _doctest_environment(request, tmp_path_factory, monkeypatch):

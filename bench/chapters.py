@@ -46,7 +46,8 @@ def toc_chapters() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [toc["root"]] + [entry["file"] for entry in _entries(toc)]
     known = chapters.chapters()
-    return [Path(f).name for f in files if Path(f).name in known and Path(f).name != "runtime"]
+    return [Path(f).name for f in files if Path(f).name in known and Path(f).name != "runtime"
+            and Path(f).parent.name == "book"]       # not the stored pages at the paper's scale
 
 
 def _entries(node):

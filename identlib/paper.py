@@ -1,0 +1,240 @@
+"""The chapters at the paper's scale: each chapter's ``paper`` profile, executed once and stored as
+``book/paper/<chapter>.ipynb``, a page of the book's part "At the paper's scale".
+
+:func:`store` executes a chapter with its paper profile (resuming from the results cache: an
+interrupted run keeps every network it finished) and stores the executed notebook only if every
+cell succeeded, as :func:`identlib.chapters.refresh` does. The stored copy is the chapter itself,
+made a page of its own: its figure labels are prefixed (``fig-x`` becomes ``paper-fig-x``, so the
+two pages do not define one label twice), its links point back to the book's folder, its title
+says the scale, and a note under the title records the run (:func:`run_record`: date, machine,
+device, wall time, parameters), which the notebook's metadata also holds (``identlib.run``).
+CI never executes these notebooks; it checks their stored claims and renders them.
+
+:func:`index` writes the part's first page, ``book/paper/index.md``: what is stored, and for the
+chapters whose paper profile has not run, the profile's own account of its expected cost.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from . import chapters as ch
+from .config import ConfigError
+
+__all__ = ["PROFILE", "folder", "stored", "store", "run_record", "paper_copy", "index", "index_text"]
+
+PROFILE = "paper"
+INDEX_START, INDEX_END = "<!-- stored runs: identlib.paper.index -->", "<!-- end of stored runs -->"
+
+
+def folder() -> Path:
+    return ch.book_dir() / "paper"
+
+
+def stored() -> dict[str, Path]:
+    """Chapter name -> its stored paper-scale notebook, for the chapters that have one."""
+    if not folder().is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder().glob("*.ipynb")) if not p.name.startswith(".")}
+
+
+def with_paper_profile() -> list[str]:
+    """The chapters that have a paper profile, in the book's order."""
+    return [name for name in ch.chapters() if PROFILE in ch.profiles(name)]
+
+
+def run_record(chapter: str, params: dict, wall_seconds: float, networks: int = 0,
+               trained: int = 0) -> dict:
+    """What the stored page says about its run: chapter, profile, parameters, date (UTC), the
+    machine (:func:`identlib.runtime.platform`, with the device), the wall time, and how many of
+    the networks it used this run trained (the others came from the results cache: an earlier,
+    interrupted run, or another chapter)."""
+    from .runtime import platform
+
+    return {"chapter": chapter, "profile": PROFILE, "parameters": params,
+            "date": time.strftime("%Y-%m-%d", time.gmtime()), "machine": platform(),
+            "wall_seconds": round(float(wall_seconds)), "networks": networks, "trained": trained}
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _note(record: dict) -> str:
+    m = record["machine"]
+    params = ", ".join(f"`{k} = {v!r}`" for k, v in record["parameters"].items())
+    return (f":::{{note}} At the paper's scale\n"
+            f"This page is the chapter {{doc}}`../{record['chapter']}` executed with its "
+            f"`{PROFILE}` profile ({params}), on {record['date']}, on {m['cpu']} "
+            f"({m['instruction_set']}, device {m['device']}, torch {m['torch'].split('+')[0]}), "
+            f"in {_duration(record['wall_seconds'])} of wall time, training {record.get('trained', 0)} of "
+            f"the {record.get('networks', 0)} networks it uses (the others were in the results cache). "
+            f"The prose is the chapter's own, "
+            f"written for its default settings; the numbers, figures, claims and verdicts are this "
+            f"run's. `make paper` executes it again, resuming from the results cache.\n:::")
+
+
+def paper_copy(nb, record: dict):
+    """The executed chapter ``nb`` (an nbformat node) made the page of its paper-scale run: labels
+    prefixed, links to the book's folder, the title and the run's note. Modifies and returns it."""
+    import nbformat
+
+    labels = set()
+    for cell in nb.cells:
+        figure = cell.metadata.get("mystnb", {}).get("figure", {})
+        if "name" in figure:
+            labels.add(figure["name"])
+        if cell.cell_type == "markdown":
+            labels.update(re.findall(r"^\((\S+)\)=\s*$", cell.source, re.M))
+            labels.update(re.findall(r"^:name:\s*(\S+)\s*$", cell.source, re.M))
+    rename = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, sorted(labels, key=len, reverse=True)))
+                        + r")(?![\w-])") if labels else None
+    for cell in nb.cells:
+        figure = cell.metadata.get("mystnb", {}).get("figure", {})
+        if "name" in figure:
+            figure["name"] = f"paper-{figure['name']}"
+        if cell.cell_type != "markdown":
+            continue
+        text = cell.source
+        if rename is not None:
+            text = rename.sub(lambda m: f"paper-{m.group(1)}", text)
+        text = re.sub(r"\{doc\}`([^`/<]+)`", r"{doc}`../\1`", text)
+        text = re.sub(r"\{doc\}`([^`<]*)<([^>/]+)>`", r"{doc}`\1<../\2>`", text)
+        text = re.sub(r"\]\((?!https?:|#|\.\./|/)([^)]+)\)", r"](../\1)", text)
+        cell.source = text
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
+    nb.cells[first].source = re.sub(r"^# (.+)$", r"# \1, at the paper's scale", nb.cells[first].source,
+                                    count=1, flags=re.M)
+    nb.cells.insert(first + 1, nbformat.v4.new_markdown_cell(_note(record)))
+    nb.metadata.setdefault("identlib", {})["run"] = record
+    return nb
+
+
+def store(chapter: str, progress: bool = True) -> Path:
+    """Execute ``chapter`` with its paper profile and store it as ``book/paper/<chapter>.ipynb``
+    (only if every cell succeeded; a failed run is kept as ``book/paper/.<chapter>.failed.ipynb``
+    and the stored page, if any, is unchanged). Then rewrite the part's index."""
+    import tempfile
+
+    import nbformat
+
+    ch._chapter_path(chapter)                                   # an unknown chapter fails first
+    if PROFILE not in ch.profiles(chapter):
+        raise ConfigError(f"chapter {chapter} has no {PROFILE} profile; chapters with one: "
+                          f"{', '.join(with_paper_profile())}")
+    params = ch.resolve(chapter, None, PROFILE)
+    out = folder()
+    out.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{chapter}-", suffix=".ipynb")
+    os.close(fd)
+    trace = Path(tmp).with_suffix(".trace")
+    before = os.environ.get("IDENTLIB_TRACE")
+    try:
+        start, began = time.perf_counter(), time.time()
+        os.environ["IDENTLIB_TRACE"] = str(trace)          # the kernel lists the networks it uses
+        try:
+            ch.execute(chapter, tmp, params, progress=progress)
+        except ch.ChapterError as err:
+            failed = out / f".{chapter}.failed.ipynb"
+            os.replace(tmp, failed)
+            raise err.kept(failed, "; the stored paper-scale page is unchanged") from err.error
+        finally:
+            if before is None:
+                os.environ.pop("IDENTLIB_TRACE", None)
+            else:
+                os.environ["IDENTLIB_TRACE"] = before
+        wall = time.perf_counter() - start
+        used = set(trace.read_text().split()) if trace.exists() else set()
+        trained = sum(1 for d in used if _trained_since(d, began))
+        ch._strip_volatile(Path(tmp))
+        nb = paper_copy(ch.read_notebook(Path(tmp)), run_record(chapter, params, wall, len(used), trained))
+        nbformat.write(nb, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out / f"{chapter}.ipynb")
+    finally:
+        for path in (tmp, trace):
+            if os.path.exists(path):
+                os.remove(path)
+    index()
+    return out / f"{chapter}.ipynb"
+
+
+def _trained_since(digest: str, began: float) -> bool:
+    """Whether the cached network ``digest`` was stored at or after ``began`` (epoch seconds)."""
+    from .cache import root
+
+    result = root() / digest / "result.pt"
+    try:
+        return result.stat().st_mtime >= began - 1
+    except OSError:
+        return False
+
+
+def _profile_comment(chapter: str) -> str:
+    """The leading comment of a chapter's paper profile: what it runs and what it costs."""
+    path = ch.book_dir() / "profiles" / chapter / f"{PROFILE}.yaml"
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(lines)
+
+
+def index_text() -> str:
+    """The table of the part's index page: per chapter with a paper profile, the stored run (date,
+    machine, wall time, claims) or, where none is stored, what the profile says it costs."""
+    from .claims import Claim, read_notebook as read_claims
+
+    have = stored()
+    rows = ["| chapter | stored run | what it runs and costs |", "|---|---|---|"]
+    for name in with_paper_profile():
+        if name in have:
+            nb = ch.read_notebook(have[name])
+            r = nb.metadata.get("identlib", {}).get("run", {})
+            claims = [Claim(**c) for c in read_claims(have[name])]
+            held = sum(c.holds for c in claims)
+            status = (f"{{doc}}`{r.get('date', '?')} <{name}>`: {r.get('machine', {}).get('device', '?')}, "
+                      f"{_duration(r.get('wall_seconds', 0))}, {held} of {len(claims)} claims hold")
+        else:
+            status = "not yet run"
+        rows.append(f"| {{doc}}`../{name}` | {status} | {_profile_comment(name)} |")
+    return "\n".join(rows)
+
+
+def toc_part() -> dict:
+    """The book's part "At the paper's scale" in ``_toc.yml``: the index page, then every stored
+    page (a page the table of contents leaves out would fail the book's build)."""
+    pages = [{"file": f"book/paper/{name}"} for name in with_paper_profile() if name in stored()]
+    return {"caption": "At the paper's scale", "chapters": [{"file": "book/paper/index"}] + pages}
+
+
+def update_toc(path: Path | None = None) -> Path:
+    """Rewrite the paper part of ``_toc.yml`` (the last part) from :func:`toc_part`."""
+    import yaml
+
+    path = path or ch.book_dir().parent / "_toc.yml"
+    toc = yaml.safe_load(path.read_text())
+    parts = [p for p in toc.get("parts", []) if p.get("caption") != toc_part()["caption"]]
+    toc["parts"] = parts + [toc_part()]
+    path.write_text(yaml.safe_dump(toc, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def index(path: Path | None = None) -> Path:
+    """Rewrite the stored-runs table of ``book/paper/index.md`` (between its markers) and the
+    part's pages in ``_toc.yml``."""
+    if path is None:
+        update_toc()
+    path = path or folder() / "index.md"
+    text = path.read_text()
+    if INDEX_START not in text or INDEX_END not in text:
+        raise ConfigError(f"{path} lacks the markers {INDEX_START} ... {INDEX_END}")
+    head, rest = text.split(INDEX_START, 1)
+    _, tail = rest.split(INDEX_END, 1)
+    path.write_text(f"{head}{INDEX_START}\n{index_text()}\n{INDEX_END}{tail}")
+    return path

@@ -1,0 +1,147 @@
+"""The pages at the paper's scale (book/paper/): CI never executes them (hours on a CPU), so what
+is checked is what they store: every claim holds, the run they record is the chapter's current
+paper profile, and the book's table of contents and the part's index list exactly them. Then how a
+page is made (identlib.paper), on a small chapter."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from identlib import chapters as ch
+from identlib import paper
+from identlib.claims import Claim, read_notebook as read_claims
+from identlib.config import ConfigError
+from test_chapters import write_chapter
+
+ROOT = Path(__file__).resolve().parent.parent
+STORED = sorted(paper.stored())
+
+
+def test_only_chapters_with_a_paper_profile_are_stored():
+    assert set(STORED) <= set(paper.with_paper_profile())
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_every_stored_claim_holds(name):
+    claims = [Claim(**c) for c in read_claims(paper.stored()[name])]
+    assert claims, f"book/paper/{name}.ipynb stores no claims table"
+    failed = [c.name for c in claims if not c.holds]
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_the_stored_run_is_the_current_paper_profile(name):
+    """A page made with an older profile would show settings the profile no longer has:
+    `make paper` (or `identlib refresh --profile paper NAME`) makes it again."""
+    record = ch.read_notebook(paper.stored()[name]).metadata["identlib"]["run"]
+    assert record["chapter"] == name and record["profile"] == "paper"
+    assert record["parameters"] == json.loads(json.dumps(ch.resolve(name, None, "paper")))
+    assert record["date"] and record["wall_seconds"] >= 0
+    assert {"cpu", "device", "instruction_set", "torch"} <= set(record["machine"])
+    assert 0 <= record["trained"] <= record["networks"]
+
+
+def test_the_book_lists_exactly_the_stored_pages():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    assert toc["parts"][-1] == paper.toc_part()
+    index = (ROOT / "book" / "paper" / "index.md").read_text()
+    assert paper.index_text() in index, "run identlib.paper.index() (make paper does)"
+
+
+def test_no_stored_page_is_a_chapter_or_collected_by_nbval():
+    assert not set(ch.chapters().values()) & set(paper.stored().values())
+    assert 'collect_ignore = ["book/paper"]' in (ROOT / "conftest.py").read_text()
+
+
+# --- how a page is made -------------------------------------------------------------------------
+
+def _executed_chapter() -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    title = nbformat.v4.new_markdown_cell("# Mini\n\nSee {numref}`fig-mini-a` and {doc}`protocol`.")
+    fig = nbformat.v4.new_code_cell("plot()")
+    fig.metadata["mystnb"] = {"figure": {"name": "fig-mini-a", "caption": "A."}}
+    prose = nbformat.v4.new_markdown_cell(
+        "{numref}`fig-mini-a` again, not fig-mini-ab; {doc}`the runtime <runtime>`; "
+        "[linear](linear_fcn.ipynb), [web](https://arxiv.org/abs/1902.04698), [here](#claims).")
+    nb.cells = [title, fig, prose]
+    return nb
+
+
+def test_a_page_renames_its_labels_and_points_back_to_the_book():
+    record = paper.run_record("mini", {"channels": 128}, 3725.0, networks=4, trained=3)
+    nb = paper.paper_copy(_executed_chapter(), record)
+    title, note, fig, prose = nb.cells
+    assert title.source.startswith("# Mini, at the paper's scale\n")
+    assert "{numref}`paper-fig-mini-a`" in title.source and "{doc}`../protocol`" in title.source
+    assert fig.metadata["mystnb"]["figure"]["name"] == "paper-fig-mini-a"
+    assert "{numref}`paper-fig-mini-a` again, not fig-mini-ab" in prose.source
+    assert "{doc}`the runtime <../runtime>`" in prose.source
+    assert "[linear](../linear_fcn.ipynb)" in prose.source
+    assert "(https://arxiv.org/abs/1902.04698)" in prose.source and "[here](#claims)" in prose.source
+    assert "`channels = 128`" in note.source and "1 h 02 min" in note.source
+    assert "training 3 of the 4 networks" in note.source and "{doc}`../mini`" in note.source
+    assert nb.metadata["identlib"]["run"] == record
+
+
+@pytest.fixture
+def mini_book(tmp_path, monkeypatch):
+    book = tmp_path / "book"
+    write_chapter(book / "mini.ipynb", "n = 1  # choice: how many [int ≥ 1]",
+                  "import identlib as il\n"
+                  "base, p, claims = il.chapter('mini', globals())\n"
+                  "claims.check('n is small', p.n, '<=', 3, n=1, over='settings')\n"
+                  "claims.table()")
+    nb = nbformat.read(book / "mini.ipynb", as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("# Mini"))
+    nbformat.write(nb, book / "mini.ipynb")
+    (book / "profiles" / "mini").mkdir(parents=True)
+    (book / "profiles" / "mini" / "paper.yaml").write_text("# Paper scale: n = 2. About a second.\nn: 2\n")
+    (book / "paper").mkdir()
+    (book / "paper" / "index.md").write_text(f"# Paper\n\n{paper.INDEX_START}\n{paper.INDEX_END}\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/mini\nparts:\n- caption: Chapters\n"
+                                       "  chapters:\n  - file: book/mini\n")
+    monkeypatch.setenv("IDENTLIB_BOOK_DIR", str(book))
+    monkeypatch.setenv("IDENTLIB_CACHE_DIR", str(tmp_path / "cache"))
+    return book
+
+
+def test_store_executes_the_paper_profile_and_lists_the_page(mini_book):
+    index = mini_book / "paper" / "index.md"
+    assert "not yet run" in paper.index(index).read_text()
+    page = paper.store("mini", progress=False)
+    assert page == mini_book / "paper" / "mini.ipynb"
+    record = ch.read_notebook(page).metadata["identlib"]["run"]
+    assert record["parameters"] == {"n": 2} and record["machine"]["device"] == "cpu"
+    assert [c.holds for c in map(lambda c: Claim(**c), read_claims(page))] == [True]
+    assert "1 of 1 claims hold" in index.read_text() and "{doc}`../mini`" in index.read_text()
+    toc = yaml.safe_load((mini_book.parent / "_toc.yml").read_text())
+    assert toc["parts"][-1]["chapters"] == [{"file": "book/paper/index"}, {"file": "book/paper/mini"}]
+
+
+def test_a_failing_paper_run_keeps_the_stored_page(mini_book):
+    page = paper.store("mini", progress=False)
+    stored = page.read_text()
+    (mini_book / "profiles" / "mini" / "paper.yaml").write_text("n: 5\n")     # the claim fails
+    with pytest.raises(ch.ChapterError, match="stored paper-scale page is unchanged"):
+        paper.store("mini", progress=False)
+    assert page.read_text() == stored
+    assert (mini_book / "paper" / ".mini.failed.ipynb").exists()
+
+
+def test_a_chapter_without_a_paper_profile_is_refused(mini_book):
+    (mini_book / "profiles" / "mini" / "paper.yaml").unlink()
+    with pytest.raises(ConfigError, match="has no paper profile"):
+        paper.store("mini", progress=False)
+
+
+def test_the_command_line_refuses_what_has_no_paper_page_before_running_anything():
+    from test_cli_errors import identlib, last_line
+
+    proc = identlib("refresh", "--profile", "paper", "linear_fcn", "intro")
+    assert proc.returncode == 2 and "chapter intro has no paper profile" in last_line(proc)
+    proc = identlib("refresh", "--profile", "paper", "nosuch")
+    assert proc.returncode == 2 and "unknown chapter 'nosuch'" in last_line(proc)
