@@ -68,11 +68,13 @@ claims: env
 	for nb in book/paper/*.ipynb; do [ -e "$$nb" ] || continue; $(BIN)/python -m identlib claims $$nb || exit 1; done
 
 # The paper profiles, one chapter at a time (each trains in $$IDENTLIB_WORKERS processes). Set
-# IDENTLIB_DEVICE=cuda to require a GPU; PAPER_CHAPTERS to run some of them.
+# IDENTLIB_DEVICE=cuda to require a GPU; PAPER_CHAPTERS to run some of them. The Runtime page,
+# which lists the stored runs, is then executed again.
 PAPER_CHAPTERS ?=
 paper: env
 	@echo "expected: several hours on a 2-core CPU, minutes on a GPU (book/paper/index.md lists each cost)"
 	$(BIN)/python -m identlib refresh --profile paper $(PAPER_CHAPTERS)
+	$(BIN)/python -m identlib refresh runtime
 
 unit: env
 	$(BIN)/python -m pytest tests identlib -p no:cacheprovider

@@ -24,7 +24,8 @@ from pathlib import Path
 from . import chapters as ch
 from .config import ConfigError
 
-__all__ = ["PROFILE", "folder", "stored", "store", "run_record", "paper_copy", "index", "index_text"]
+__all__ = ["PROFILE", "folder", "stored", "store", "run_record", "paper_copy", "index", "index_text",
+           "runs_table"]
 
 PROFILE = "paper"
 INDEX_START, INDEX_END = "<!-- stored runs: identlib.paper.index -->", "<!-- end of stored runs -->"
@@ -238,3 +239,25 @@ def index(path: Path | None = None) -> Path:
     _, tail = rest.split(INDEX_END, 1)
     path.write_text(f"{head}{INDEX_START}\n{index_text()}\n{INDEX_END}{tail}")
     return path
+
+
+def runs_table() -> "pd.DataFrame":
+    """The stored runs, one row per page: date, machine (CPU, instruction set), device, wall time
+    in hours, networks trained by that run and networks used, and its claims (held of all)."""
+    import pandas as pd
+
+    from .claims import Claim, read_notebook as read_claims
+
+    rows = []
+    for name, path in stored().items():
+        r = ch.read_notebook(path).metadata.get("identlib", {}).get("run", {})
+        m = r.get("machine", {})
+        claims = [Claim(**c) for c in read_claims(path)]
+        rows.append({"chapter": name, "date": r.get("date"),
+                     "machine": f"{m.get('cpu')} ({m.get('instruction_set')})", "device": m.get("device"),
+                     "wall, h": r.get("wall_seconds", 0) / 3600, "networks trained": r.get("trained"),
+                     "networks used": r.get("networks"),
+                     "claims held": f"{sum(c.holds for c in claims)} of {len(claims)}"})
+    columns = ["chapter", "date", "machine", "device", "wall, h", "networks trained", "networks used",
+               "claims held"]
+    return pd.DataFrame(rows, columns=columns).set_index("chapter")

@@ -145,3 +145,19 @@ def test_the_command_line_refuses_what_has_no_paper_page_before_running_anything
     assert proc.returncode == 2 and "chapter intro has no paper profile" in last_line(proc)
     proc = identlib("refresh", "--profile", "paper", "nosuch")
     assert proc.returncode == 2 and "unknown chapter 'nosuch'" in last_line(proc)
+
+
+def _glued(notebook: Path, name: str) -> str:
+    nb = json.loads(notebook.read_text())
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            if out.get("metadata", {}).get("scrapbook", {}).get("name") == name:
+                return out["data"]["application/papermill.record/text/plain"]
+    raise KeyError(name)
+
+
+def test_the_runtime_page_lists_every_stored_run():
+    """`make paper` executes the Runtime page again after storing a run; a page stored without it
+    would be missing from the page's table."""
+    assert int(_glued(ROOT / "book" / "runtime.ipynb", "rt_paper_pages")) == len(STORED)
+    assert int(_glued(ROOT / "book" / "runtime.ipynb", "rt_paper_profiles")) == len(paper.with_paper_profile())
