@@ -11,7 +11,7 @@ Modules, one concern each: :mod:`~identlib.data` (datasets, the training image, 
 the yardstick of the tests and benchmarks), :mod:`~identlib.timings` (the Runtime chapter's tables),
 :mod:`~identlib.cache` (the results cache), :mod:`~identlib.claims` (a chapter's checked claims
 and glued numbers), :mod:`~identlib.plot`, :mod:`~identlib.chapters` (parameters and the command line's notebook
-runner).
+runner), :mod:`~identlib.paper` (the chapters stored at the paper's scale).
 """
 __version__ = "0.1.0"
 
@@ -37,7 +37,7 @@ _FROM = {
 }
 _MODULE_OF = {name: module for module, names in _FROM.items() for name in names}
 _SUBMODULES = {"cache", "chapters", "claims", "cli", "config", "data", "engine", "experiments", "layers", "metrics", "models",
-               "plot", "reference", "runtime", "theory", "timings", "train"}
+               "paper", "plot", "reference", "runtime", "theory", "timings", "train"}
 
 
 def __getattr__(name: str):
@@ -72,6 +72,6 @@ __all__ = [
     "__version__", "Claims", "ClaimFailed", "glue", "cache", "claims", "chapter", "ConfigError", "RunConfig", "Kind", "DataError",
     "Panel", "first_index", "load", "patterns", "probes", "test_images", "test_panel",
     "training_image", "Run", "cache_dir", "evaluate", "grid", "predict", "run", "run_all", "sweep",
-    "pearson", "scores", "summarize", "verdict", "plot", "engine", "layers", "reference", "timings", "CNN", "FCN", "build_model", "n_weights", "setup", "linear_fcn_limit",
+    "pearson", "scores", "summarize", "verdict", "plot", "paper", "engine", "layers", "reference", "timings", "CNN", "FCN", "build_model", "n_weights", "setup", "linear_fcn_limit",
     "projectors", "end_to_end", "init_gain", "leftover_rms", "input_jacobian", "iterate", "TrainingDiverged", "TrainResult", "train",
 ]

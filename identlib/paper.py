@@ -25,7 +25,7 @@ from . import chapters as ch
 from .config import ConfigError
 
 __all__ = ["PROFILE", "folder", "stored", "store", "run_record", "paper_copy", "index", "index_text",
-           "runs_table"]
+           "runs_table", "glued"]
 
 PROFILE = "paper"
 INDEX_START, INDEX_END = "<!-- stored runs: identlib.paper.index -->", "<!-- end of stored runs -->"
@@ -261,3 +261,25 @@ def runs_table() -> "pd.DataFrame":
     columns = ["chapter", "date", "machine", "device", "wall, h", "networks trained", "networks used",
                "claims held"]
     return pd.DataFrame(rows, columns=columns).set_index("chapter")
+
+
+def glued(chapter: str) -> dict:
+    """The values the stored paper-scale page of ``chapter`` glued for its prose (name -> number
+    or text), or ``{}`` if no page is stored: how a chapter at its own scale quotes the paper-scale
+    run (``il.paper.glued("layers")["layers_deep_lost"]``)."""
+    import ast
+
+    page = stored().get(chapter)
+    if page is None:
+        return {}
+    out = {}
+    for cell in json.loads(page.read_text(encoding="utf-8"))["cells"]:
+        for o in cell.get("outputs", []):
+            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+            text = o.get("data", {}).get("application/papermill.record/text/plain")
+            if name and text is not None:
+                try:
+                    out[name] = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    out[name] = text
+    return out

@@ -22,7 +22,7 @@ import functools
 import torch
 
 __all__ = ["projectors", "linear_fcn_limit", "end_to_end", "leftover_rms", "init_gain",
-           "input_jacobian", "iterate", "remaining_error"]
+           "input_jacobian", "iterate", "remaining_error", "one_layer_iterates"]
 
 
 def _columns(X: torch.Tensor) -> torch.Tensor:
@@ -117,6 +117,58 @@ def iterate(model, x: torch.Tensor, n: int) -> torch.Tensor:
     for _ in range(n):
         out.append(model(out[-1].unsqueeze(0))[0])
     return torch.stack(out).float()
+
+
+def one_layer_iterates(R: torch.Tensor, X: torch.Tensor, x: torch.Tensor, steps) -> dict:
+    """Where the trained one-layer map f = Π∥ + R Π⊥ (:func:`linear_fcn_limit`) sends ``x`` when
+    applied again and again, in closed form.
+
+    Split x = a + b (a = Π∥x in the span of the training images X, b = Π⊥x orthogonal to it). f
+    keeps a (f(a) = a) and sends b to R b, whose Π∥ part joins the span for good, so with
+    M = Π⊥ R Π⊥ (R seen from the complement):
+
+        fⁿ(x) = a + Π∥ R (I + M + … + Mⁿ⁻¹) b + Mⁿ b.
+
+    If M's spectral radius ρ is below 1 the iterates converge, at rate ρⁿ, to the point of the span
+    x∞ = a + Π∥ R (I − M)⁻¹ b (I − M is invertible when ρ < 1): for
+    one training image, a multiple of it. If ρ > 1 the part off the span grows without bound.
+
+    ``x`` is one input (any shape with d pixels) or a batch (N, ...); ``steps`` the iteration
+    counts wanted. Returns ``{"iterates": (len(steps), N, d), "limit": (N, d) or None,
+    "radius": ρ}``, float64.
+
+    >>> R = torch.tensor([[0.0, 0.3], [0.2, 0.5]], dtype=torch.float64)
+    >>> X = torch.tensor([[1.0], [0.0]], dtype=torch.float64)          # one training image e₁
+    >>> out = one_layer_iterates(R, X, torch.tensor([0.0, 1.0]), [0, 1, 50])
+    >>> out["iterates"][:, 0].tolist()[:2], round(out["radius"], 3)
+    ([[0.0, 1.0], [0.3, 0.5]], 0.5)
+    >>> [round(v, 6) for v in out["limit"][0].tolist()]               # 0.3 (1 + 0.5 + …) = 0.6
+    [0.6, 0.0]
+    """
+    X = _columns(X)
+    d = X.shape[0]
+    R = R.double()
+    par, perp = projectors(X)
+    xs = x.double().reshape(-1, d) if x.numel() != d else x.double().reshape(1, d)
+    a, b = xs @ par.T, xs @ perp.T                                   # rows: inputs
+    M = perp @ R @ perp
+    radius = float(torch.linalg.eigvals(M).abs().max())
+    out = []
+    for n in steps:
+        Mn = torch.linalg.matrix_power(M, int(n))
+        # I + M + … + M^{n-1} applied to b, through (I − M) S = I − Mⁿ where I − M is invertible;
+        # summed directly otherwise (ρ = 1 somewhere), which costs n products
+        if radius < 1:
+            partial = torch.linalg.solve(torch.eye(d, dtype=M.dtype) - M, (torch.eye(d, dtype=M.dtype) - Mn) @ b.T)
+        else:
+            partial, term = torch.zeros_like(b.T), b.T
+            for _ in range(int(n)):
+                partial, term = partial + term, M @ term
+        out.append(a + (par @ R @ partial).T + (Mn @ b.T).T)
+    limit = None
+    if radius < 1:
+        limit = a + (par @ R @ torch.linalg.solve(torch.eye(d, dtype=M.dtype) - M, b.T)).T
+    return {"iterates": torch.stack(out), "limit": limit, "radius": radius}
 
 
 def remaining_error(W: torch.Tensor, R: torch.Tensor, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -161,3 +161,12 @@ def test_the_runtime_page_lists_every_stored_run():
     would be missing from the page's table."""
     assert int(_glued(ROOT / "book" / "runtime.ipynb", "rt_paper_pages")) == len(STORED)
     assert int(_glued(ROOT / "book" / "runtime.ipynb", "rt_paper_profiles")) == len(paper.with_paper_profile())
+
+
+def test_a_chapter_reads_what_its_paper_page_glued(mini_book):
+    assert paper.glued("mini") == {}
+    nb = nbformat.read(mini_book / "mini.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("il.glue('mini_n', p.n)\nil.glue('mini_name', 'two')"))
+    nbformat.write(nb, mini_book / "mini.ipynb")
+    paper.store("mini", progress=False)
+    assert paper.glued("mini") == {"mini_n": 2, "mini_name": "two"}

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import identlib
+import identlib as il
 from identlib import data
 from identlib.config import RunConfig
 from identlib.theory import linear_fcn_limit, projectors
@@ -156,3 +157,47 @@ def test_projectors_with_more_images_than_pixels_equal_the_plain_pseudo_inverse(
     assert round(float(torch.trace(par))) == 784 - 84 - 1
     assert torch.allclose(par @ cols, cols, atol=1e-10)
     assert torch.allclose(par + perp, I)
+
+
+def test_one_layer_iterates_match_applying_the_map_again_and_again():
+    gen = torch.Generator().manual_seed(0)
+    d = 30
+    X = torch.rand(d, 2, generator=gen, dtype=torch.float64)          # two training images
+    R = (torch.rand(d, d, generator=gen, dtype=torch.float64) - 0.5) * 0.4
+    W = il.theory.linear_fcn_limit(R, X)
+    x = torch.rand(4, d, generator=gen, dtype=torch.float64)
+    out = il.theory.one_layer_iterates(R, X, x, [0, 1, 7, 40])
+    for i, n in enumerate([0, 1, 7, 40]):
+        direct = (torch.linalg.matrix_power(W, n) @ x.T).T
+        assert torch.allclose(out["iterates"][i], direct, atol=1e-10)
+    assert out["radius"] < 1
+    far = (torch.linalg.matrix_power(W, 400) @ x.T).T
+    assert torch.allclose(out["limit"], far, atol=1e-10)
+    par, _ = il.theory.projectors(X)
+    assert torch.allclose(out["limit"] @ par.T, out["limit"], atol=1e-10)   # the limit lies in the span
+
+
+def test_one_layer_iterates_diverge_off_the_span_when_R_expands():
+    gen = torch.Generator().manual_seed(1)
+    d = 20
+    X = torch.rand(d, 1, generator=gen, dtype=torch.float64)
+    R = 3.0 * torch.eye(d, dtype=torch.float64)
+    out = il.theory.one_layer_iterates(R, X, torch.rand(d, generator=gen, dtype=torch.float64), [0, 5, 10])
+    assert out["limit"] is None and out["radius"] == pytest.approx(3.0)
+    _, perp = il.theory.projectors(X)
+    off = (out["iterates"] @ perp.T).norm(dim=-1)[:, 0]
+    assert off[2] / off[1] == pytest.approx(3.0 ** 5, rel=1e-9)
+
+
+def test_a_trained_one_layer_network_iterates_as_its_closed_form():
+    """The trained float64 network of the linear chapter's recipe, applied 20 times to test
+    inputs, follows the closed form built from its own initial matrix R."""
+    cfg = il.RunConfig(model="fcn", depth=1, activation="linear", dtype="float64", optimizer="gd",
+                       lr=0.0003, loss_reduction="sum", steps=3000, tol=1e-20)
+    r = il.run(cfg, cache=False, keep_init=True)
+    R = r.init_state["layers.0.weight"]
+    X = il.experiments.training_set(cfg)
+    inputs = il.test_panel().images[1:4]
+    closed = il.theory.one_layer_iterates(R, X, inputs.flatten(1), [20])["iterates"][0]
+    numeric = torch.stack([il.theory.iterate(r.model, x, 20)[-1].flatten().double() for x in inputs])
+    assert (closed - numeric).abs().max() < 1e-5
