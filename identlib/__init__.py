@@ -7,7 +7,8 @@ Modules, one concern each: :mod:`~identlib.data` (datasets, the training image, 
 :mod:`~identlib.models`, :mod:`~identlib.train`, :mod:`~identlib.metrics`,
 :mod:`~identlib.theory`, :mod:`~identlib.config` (run configs), :mod:`~identlib.experiments`
 (cache and sweeps), :mod:`~identlib.engine` (networks trained together as one grouped network),
-:mod:`~identlib.layers` (inside a CNN, layer by layer), :mod:`~identlib.reference` (the plain PyTorch loop,
+:mod:`~identlib.layers` (inside a CNN, layer by layer), :mod:`~identlib.dynamics` (a network applied
+again and again: orbits, basins), :mod:`~identlib.reference` (the plain PyTorch loop,
 the yardstick of the tests and benchmarks), :mod:`~identlib.timings` (the Runtime chapter's tables),
 :mod:`~identlib.cache` (the results cache), :mod:`~identlib.claims` (a chapter's checked claims
 and glued numbers), :mod:`~identlib.plot`, :mod:`~identlib.chapters` (parameters and the command line's notebook
@@ -36,7 +37,7 @@ _FROM = {
     "train": ["TrainingDiverged", "TrainResult", "train"],
 }
 _MODULE_OF = {name: module for module, names in _FROM.items() for name in names}
-_SUBMODULES = {"cache", "chapters", "claims", "cli", "config", "data", "engine", "experiments", "layers", "metrics", "models",
+_SUBMODULES = {"cache", "chapters", "claims", "cli", "config", "data", "dynamics", "engine", "experiments", "layers", "metrics", "models",
                "paper", "plot", "reference", "runtime", "theory", "timings", "train"}
 
 
@@ -72,6 +73,6 @@ __all__ = [
     "__version__", "Claims", "ClaimFailed", "glue", "cache", "claims", "chapter", "ConfigError", "RunConfig", "Kind", "DataError",
     "Panel", "first_index", "load", "patterns", "probes", "test_images", "test_panel",
     "training_image", "Run", "cache_dir", "evaluate", "grid", "predict", "run", "run_all", "sweep",
-    "pearson", "scores", "summarize", "verdict", "plot", "paper", "engine", "layers", "reference", "timings", "CNN", "FCN", "build_model", "n_weights", "setup", "linear_fcn_limit",
+    "pearson", "scores", "summarize", "verdict", "plot", "paper", "dynamics", "engine", "layers", "reference", "timings", "CNN", "FCN", "build_model", "n_weights", "setup", "linear_fcn_limit",
     "projectors", "end_to_end", "init_gain", "leftover_rms", "input_jacobian", "iterate", "TrainingDiverged", "TrainResult", "train",
 ]

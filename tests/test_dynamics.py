@@ -1,0 +1,83 @@
+"""Orbits of a trained network applied again and again (identlib.dynamics), on maps whose
+orbits are known."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import identlib as il
+from identlib import dynamics
+from identlib.models import build_model
+
+
+class Map(torch.nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.f, self.w = f, torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return self.f(x) + 0 * self.w
+
+
+def _images(n, seed):
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def test_a_contraction_pulls_every_orbit_onto_its_fixed_point():
+    x_hat = _images(1, 0)[0]
+    f = Map(lambda x: x_hat + 0.5 * (x - x_hat))
+    path = dynamics.orbits(f, _images(5, 1), 30)
+    d = dynamics.distances(path, x_hat[None])[..., 0]            # (31, 5)
+    assert torch.all(d[1:] <= d[:-1] + 1e-12) and d[-1].max() < 1e-6       # float32 rounding floor
+    assert torch.allclose(d[1] / d[0], torch.full((5,), 0.5, dtype=d.dtype))
+    assert dynamics.basins(path, x_hat[None]).tolist() == [0] * 5
+    spec = dynamics.jacobian_spectrum(f, x_hat)
+    assert spec["radius"] == pytest.approx(0.5) and spec["from_identity"] == pytest.approx(0.5)
+
+
+def test_the_identity_attracts_nothing():
+    train = _images(2, 2)
+    f = Map(lambda x: x)
+    starts = _images(3, 3)
+    path = dynamics.orbits(f, starts, 5)
+    assert torch.equal(path[-1], starts)
+    assert dynamics.basins(path, train).tolist() == [-1, -1, -1]
+    spec = dynamics.jacobian_spectrum(f, train[0])
+    assert spec["radius"] == pytest.approx(1.0) and spec["from_identity"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_each_orbit_ends_in_the_basin_of_its_nearest_training_image_under_a_nearest_image_map():
+    train = _images(3, 4)
+
+    def snap(x):                                                  # one step to the nearest image
+        idx = dynamics.nearest(x, train)
+        return train[idx]
+
+    starts = _images(20, 5)
+    path = dynamics.orbits(Map(snap), starts, 3)
+    assert torch.equal(dynamics.basins(path, train), dynamics.nearest(starts, train))
+
+
+def test_an_expanding_map_leaves_every_basin():
+    f = Map(lambda x: 4.0 * x + 1.0)
+    path = dynamics.orbits(f, _images(2, 6), 80)                   # overflows to inf in float32
+    assert not torch.isfinite(path[-1]).all()
+    assert dynamics.basins(path, _images(1, 7)).tolist() == [-1, -1]
+
+
+def test_a_one_layer_network_orbits_as_its_closed_form():
+    cfg = il.RunConfig(model="fcn", depth=1, activation="linear", dtype="float64")
+    net = build_model(cfg, torch.Generator().manual_seed(0))
+    R = net.layers[0].weight.detach().clone()
+    X = _images(1, 8).double()
+    with torch.no_grad():
+        net.layers[0].weight.copy_(il.theory.linear_fcn_limit(R, X))
+    starts = _images(4, 9).double()
+    path = dynamics.orbits(net, starts, 12)
+    closed = il.theory.one_layer_iterates(R, X, starts.flatten(1), range(13))["iterates"]
+    assert (path.flatten(2).double() - closed).abs().max() < 1e-5     # float32 storage of the orbit
+
+
+def test_steps_must_not_be_negative():
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        dynamics.orbits(Map(lambda x: x), _images(1, 0), -1)
