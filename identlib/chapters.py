@@ -21,7 +21,7 @@ import re
 
 from .config import FIELDS, ConfigError, Kind
 
-__all__ = ["book_dir", "chapters", "parameters", "profiles", "load_profile", "validate", "resolve", "chapter",
+__all__ = ["book_dir", "chapters", "parameters", "profiles", "load_profile", "validate", "resolve", "chapter", "recipe",
            "execute", "refresh", "after", "run_parallel", "refresh_all", "ChapterFailed", "ChapterError"]
 
 _KIND = re.compile(r"\s*\[([^\]]+)\]\s*$")
@@ -213,6 +213,19 @@ def chapter(name: str, namespace: dict, *, require: str | None = None, **fixed):
     print(setup(require=require))
     print(base)
     return base, types.SimpleNamespace(**values), Claims(strict=_own_settings(name, values, known))
+
+
+def recipe(name: str, **fixed):
+    """The base :class:`~identlib.config.RunConfig` of chapter ``name`` at its default parameters
+    (those that are config fields) plus ``fixed``, as that chapter's :func:`chapter` call makes
+    it: how a chapter trains, or loads from the results cache, another chapter's networks.
+
+    >>> recipe("deep_cnn", model="cnn").channels
+    16
+    """
+    known = parameters(name)
+    values = validate(name, {k: v["default"] for k, v in known.items()}, known)
+    return _base(values, fixed)
 
 
 def _own_settings(name: str, values: dict, known: dict) -> bool:
