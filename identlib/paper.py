@@ -57,7 +57,8 @@ def run_record(chapter: str, params: dict, wall_seconds: float, networks: int = 
 
     return {"chapter": chapter, "profile": PROFILE, "parameters": params,
             "date": time.strftime("%Y-%m-%d", time.gmtime()), "machine": platform(),
-            "wall_seconds": round(float(wall_seconds)), "networks": networks, "trained": trained}
+            "wall_seconds": round(float(wall_seconds)), "networks": networks, "trained": trained,
+            "claims": os.environ.get("IDENTLIB_CLAIMS") or "strict"}
 
 
 def _duration(seconds: float) -> str:
@@ -65,10 +66,15 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def _note(record: dict) -> str:
+NOTE_START = ":::{note} At the paper's scale"
+
+
+def _note(record: dict, failed: list[str] | None = None) -> str:
+    """The note under the page's title: the run, and the chapter's claims that do not hold at
+    this scale (``failed``), which the page's claims table shows with their values."""
     m = record["machine"]
     params = ", ".join(f"`{k} = {v!r}`" for k, v in record["parameters"].items())
-    return (f":::{{note}} At the paper's scale\n"
+    return (f"{NOTE_START}\n"
             f"This page is the chapter {{doc}}`../{record['chapter']}` executed with its "
             f"`{PROFILE}` profile ({params}), on {record['date']}, on {m['cpu']} "
             f"({m['instruction_set']}, device {m['device']}, torch {m['torch'].split('+')[0]}), "
@@ -76,7 +82,45 @@ def _note(record: dict) -> str:
             f"the {record.get('networks', 0)} networks it uses (the others were in the results cache). "
             f"The prose is the chapter's own, "
             f"written for its default settings; the numbers, figures, claims and verdicts are this "
-            f"run's. `make paper` executes it again, resuming from the results cache.\n:::")
+            f"run's. `make paper` executes it again, resuming from the results cache."
+            + _differs(record, failed or []) + "\n:::")
+
+
+def _differs(record: dict, failed: list[str]) -> str:
+    if not failed:
+        return " Every claim of the chapter holds at this scale."
+    names = "; ".join(f"*{name}*" for name in failed)
+    how = (" The chapter was executed with its claims reported instead of raised "
+           "(`IDENTLIB_CLAIMS=report`), so that the whole run could be stored;"
+           if record.get("claims") == "report" else "")
+    return (f"{how} {len(failed)} of the chapter's claims, written for its default settings, do not "
+            f"hold at this scale (the claims table at the end shows by how much): {names}.")
+
+
+def failed_claims(nb) -> list[str]:
+    """The names of the claims that fail in a notebook's stored claims table."""
+    from .claims import MIME, Claim
+
+    found = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if MIME in o.get("data", {}):
+                found = [Claim(**c) for c in o["data"][MIME]]
+    return [c.name for c in found if not c.holds]
+
+
+def renote(path: Path) -> Path:
+    """Write a stored page's note again from its run record and its claims table (nothing is
+    executed): the note of a page stored by an older identlib, or after the note's wording
+    changed."""
+    import nbformat
+
+    nb = ch.read_notebook(path)
+    record = nb.metadata["identlib"]["run"]
+    cell = next(c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(NOTE_START))
+    cell.source = _note(record, failed_claims(nb))
+    nbformat.write(nb, path)
+    return path
 
 
 def paper_copy(nb, record: dict):
@@ -110,7 +154,7 @@ def paper_copy(nb, record: dict):
     first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
     nb.cells[first].source = re.sub(r"^# (.+)$", r"# \1, at the paper's scale", nb.cells[first].source,
                                     count=1, flags=re.M)
-    nb.cells.insert(first + 1, nbformat.v4.new_markdown_cell(_note(record)))
+    nb.cells.insert(first + 1, nbformat.v4.new_markdown_cell(_note(record, failed_claims(nb))))
     nb.metadata.setdefault("identlib", {})["run"] = record
     return nb
 
@@ -200,7 +244,8 @@ def index_text() -> str:
             claims = [Claim(**c) for c in read_claims(have[name])]
             held = sum(c.holds for c in claims)
             status = (f"{{doc}}`{r.get('date', '?')} <{name}>`: {r.get('machine', {}).get('device', '?')}, "
-                      f"{_duration(r.get('wall_seconds', 0))}, {held} of {len(claims)} claims hold")
+                      f"{_duration(r.get('wall_seconds', 0))}, {held} of {len(claims)} of the chapter's "
+                      f"claims hold at this scale")
         else:
             status = "not yet run"
         rows.append(f"| {{doc}}`../{name}` | {status} | {_profile_comment(name)} |")
