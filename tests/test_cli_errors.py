@@ -109,7 +109,11 @@ def test_interrupt_keeps_finished_networks(tmp_path):
     long = RunConfig(model="cnn", depth=4, channels=8, steps=200000)
     proc = subprocess.Popen([sys.executable, "-m", "identlib", "train", "-p", "model", "cnn", "-p", "depth", "4",
                              "-p", "channels", "8", "-p", "steps", "200000"], env=env, stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            # as from a terminal: a test process that ignores SIGINT (an earlier test
+                            # in the same pytest-xdist worker may leave it so) would pass that on, and
+                            # Python then installs no KeyboardInterrupt handler in the child
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lock = tmp_path / "cache" / "locks" / f"{long.digest()}.lock"   # taken just before it trains
     deadline = time.monotonic() + 180                          # a loaded machine imports slowly
     while not lock.exists() and proc.poll() is None and time.monotonic() < deadline:
