@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .config import RunConfig, source_digest
 
-__all__ = ["root", "entry", "ensure_writable", "load_result", "store_result", "platform_of", "artifact_name",
+__all__ = ["root", "entry", "stored_since", "ensure_writable", "load_result", "store_result", "platform_of", "artifact_name",
            "read_artifact", "write_artifact", "has", "claim", "DamagedEntry", "FORMAT"]
 
 FORMAT = 2          # of result.pt; an entry of another format is retrained
@@ -45,6 +45,15 @@ class DamagedEntry(UserWarning):
 def root() -> Path:
     """``$IDENTLIB_CACHE_DIR/results``."""
     return Path(os.environ.get("IDENTLIB_CACHE_DIR", "~/.cache/identlib")).expanduser() / "results"
+
+
+def stored_since(start: float) -> set[str]:
+    """The digests of the networks stored in the results cache at or after ``start`` (epoch
+    seconds; a second of slack for coarse file times)."""
+    try:
+        return {p.parent.name for p in root().glob("*/result.pt") if p.stat().st_mtime >= start - 1}
+    except OSError:
+        return set()
 
 
 def entry(config: RunConfig) -> Path:

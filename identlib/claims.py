@@ -145,8 +145,9 @@ def glue(name: str, value) -> None:
 
 
 def read_notebook(path) -> list[dict]:
-    """The claims a stored notebook's claims table records (empty if it has none)."""
-    nb = json.loads(open(path, encoding="utf-8").read())
+    """The claims a stored notebook's claims table records (empty if it has none): ``path``, or
+    a notebook already read (a dict or nbformat node)."""
+    nb = path if isinstance(path, dict) else json.loads(open(path, encoding="utf-8").read())
     found = []
     for cell in nb.get("cells", []):
         for out in cell.get("outputs", []):

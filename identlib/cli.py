@@ -150,12 +150,9 @@ def _explain(err: Exception) -> tuple[int, str]:
 
 def _kept_since(start: float) -> int:
     """Networks stored in the results cache since ``start``."""
-    from .cache import root
+    from .cache import stored_since
 
-    try:
-        return sum(1 for p in root().glob("*/result.pt") if p.stat().st_mtime >= start - 1)
-    except OSError:
-        return 0
+    return len(stored_since(start))
 
 
 def _dispatch(args) -> int:
@@ -182,10 +179,7 @@ def _dispatch(args) -> int:
 
         names = args.chapter or paper.with_paper_profile()
         for name in names:                              # every name checked before anything runs
-            ch._chapter_path(name)
-            if paper.PROFILE not in ch.profiles(name):
-                raise ConfigError(f"chapter {name} has no paper profile; chapters with one: "
-                                  f"{', '.join(paper.with_paper_profile())}")
+            paper.check(name)
         for name in names:
             print(f"executing {name} at the paper's scale -> book/paper/{name}.ipynb", file=sys.stderr)
             paper.store(name, progress=not args.no_progress)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from . import chapters as ch
+from .cache import stored_since
 from .config import ConfigError
 
 __all__ = ["PROFILE", "folder", "stored", "store", "run_record", "paper_copy", "index", "index_text",
@@ -43,8 +44,16 @@ def stored() -> dict[str, Path]:
 
 
 def with_paper_profile() -> list[str]:
-    """The chapters that have a paper profile, in the book's order."""
+    """The chapters that have a paper profile, by name."""
     return [name for name in ch.chapters() if PROFILE in ch.profiles(name)]
+
+
+def check(chapter: str) -> None:
+    """Refuse, with one line, a chapter that is unknown or has no paper profile."""
+    ch._chapter_path(chapter)                                   # an unknown chapter fails first
+    if PROFILE not in ch.profiles(chapter):
+        raise ConfigError(f"chapter {chapter} has no {PROFILE} profile; chapters with one: "
+                          f"{', '.join(with_paper_profile())}")
 
 
 def run_record(chapter: str, params: dict, wall_seconds: float, networks: int = 0,
@@ -98,15 +107,11 @@ def _differs(record: dict, failed: list[str]) -> str:
 
 
 def failed_claims(nb) -> list[str]:
-    """The names of the claims that fail in a notebook's stored claims table."""
-    from .claims import MIME, Claim
+    """The names of the claims that fail in a notebook's stored claims table (a path, or a
+    notebook already read)."""
+    from .claims import Claim, read_notebook as read_claims
 
-    found = []
-    for cell in nb.cells:
-        for o in cell.get("outputs", []):
-            if MIME in o.get("data", {}):
-                found = [Claim(**c) for c in o["data"][MIME]]
-    return [c.name for c in found if not c.holds]
+    return [c.name for c in map(lambda c: Claim(**c), read_claims(nb)) if not c.holds]
 
 
 def renote(path: Path) -> Path:
@@ -167,10 +172,7 @@ def store(chapter: str, progress: bool = True) -> Path:
 
     import nbformat
 
-    ch._chapter_path(chapter)                                   # an unknown chapter fails first
-    if PROFILE not in ch.profiles(chapter):
-        raise ConfigError(f"chapter {chapter} has no {PROFILE} profile; chapters with one: "
-                          f"{', '.join(with_paper_profile())}")
+    check(chapter)
     params = ch.resolve(chapter, None, PROFILE)
     out = folder()
     out.mkdir(exist_ok=True)
@@ -194,7 +196,7 @@ def store(chapter: str, progress: bool = True) -> Path:
                 os.environ["IDENTLIB_TRACE"] = before
         wall = time.perf_counter() - start
         used = set(trace.read_text().split()) if trace.exists() else set()
-        trained = sum(1 for d in used if _trained_since(d, began))
+        trained = len(used & stored_since(began))
         ch._strip_volatile(Path(tmp))
         nb = paper_copy(ch.read_notebook(Path(tmp)), run_record(chapter, params, wall, len(used), trained))
         nbformat.write(nb, tmp)
@@ -206,17 +208,6 @@ def store(chapter: str, progress: bool = True) -> Path:
                 os.remove(path)
     index()
     return out / f"{chapter}.ipynb"
-
-
-def _trained_since(digest: str, began: float) -> bool:
-    """Whether the cached network ``digest`` was stored at or after ``began`` (epoch seconds)."""
-    from .cache import root
-
-    result = root() / digest / "result.pt"
-    try:
-        return result.stat().st_mtime >= began - 1
-    except OSError:
-        return False
 
 
 def _profile_comment(chapter: str) -> str:
