@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["orbits", "distances", "basins", "nearest", "jacobian_spectrum"]
+__all__ = ["orbits", "distances", "basins", "rays", "nearest", "jacobian_spectrum"]
 
 
 @torch.no_grad()
@@ -65,6 +65,26 @@ def basins(path: torch.Tensor, train_images: torch.Tensor, eps: float = 0.01) ->
     last = distances(path[-1:], train_images)[0]                   # (N, T)
     best, index = last.min(dim=1)
     return torch.where(best <= eps, index, torch.full_like(index, -1))
+
+
+def rays(path: torch.Tensor, train_images: torch.Tensor, min_cosine: float = 0.99) -> torch.Tensor:
+    """For each orbit of ``path``, the index of the training image whose *ray* {c x̂ⱼ : c > 0} its
+    last iterate points along (cosine similarity at least ``min_cosine``; the most similar if
+    several), or -1 if none: (N,) int64. The basins of a network without biases, positively
+    homogeneous (f(cx) = c f(x) for c > 0): where x̂ⱼ is a fixed point, so is every c x̂ⱼ, and an
+    orbit can end anywhere on the ray. An orbit that overflowed points nowhere (-1).
+
+    >>> X = torch.eye(2).reshape(2, 1, 1, 2)                     # two "images", e₁ and e₂
+    >>> ends = torch.tensor([[3.0, 0.1], [0.0, 0.5], [1.0, 1.0]]).reshape(1, 3, 1, 1, 2)
+    >>> rays(ends, X).tolist()
+    [0, 1, -1]
+    """
+    last = path[-1].flatten(1).double()
+    t = train_images.reshape(len(train_images), -1).double()
+    cos = (last @ t.T) / (last.norm(dim=1, keepdim=True) * t.norm(dim=1) + 1e-300)
+    cos = torch.nan_to_num(cos, nan=-1.0)
+    best, index = cos.max(dim=1)
+    return torch.where(best >= min_cosine, index, torch.full_like(index, -1))
 
 
 def nearest(inputs: torch.Tensor, train_images: torch.Tensor) -> torch.Tensor:

@@ -81,3 +81,18 @@ def test_a_one_layer_network_orbits_as_its_closed_form():
 def test_steps_must_not_be_negative():
     with pytest.raises(ValueError, match="steps must be >= 0"):
         dynamics.orbits(Map(lambda x: x), _images(1, 0), -1)
+
+
+def test_a_homogeneous_map_ends_on_the_ray_of_its_fixed_point_not_at_it():
+    """f(x) = relu(⟨x, u⟩) u, u = x̂/|x̂|: positively homogeneous with x̂ fixed, as a network
+    without biases that fits x̂. Every orbit lands on the ray of x̂ at its own scale: the distance
+    basins miss it, the ray basins find it; an input pointing away from x̂ goes to 0, on no ray."""
+    train = _images(2, 6)
+    u = train[0].flatten() / train[0].norm()
+    f = Map(lambda x: torch.relu(x.flatten(1) @ u)[:, None, None, None] * u.reshape(1, 1, 28, 28))
+    starts = torch.stack([2 * train[0], 0.5 * train[0] + 0.1 * train[1]])
+    ortho = train[1] - (train[1].flatten() @ u + 0.01) * u.reshape(1, 28, 28)   # ⟨ortho, u⟩ < 0
+    path = dynamics.orbits(f, torch.cat([starts, ortho[None]]), 4)
+    assert dynamics.basins(path, train, eps=0.01).tolist() == [-1, -1, -1]
+    assert dynamics.rays(path, train).tolist() == [0, 0, -1]
+    assert dynamics.rays(path, train, min_cosine=1.01).tolist() == [-1, -1, -1]
