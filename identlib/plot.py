@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-__all__ = ["prediction_grid", "show_images", "score_curves", "heatmap", "score_notes", "layer_grid"]
+__all__ = ["prediction_grid", "show_images", "score_curves", "heatmap", "score_notes", "layer_grid",
+           "orbit_grid"]
 
 
 def _img(x) -> np.ndarray:
@@ -205,3 +206,36 @@ def layer_grid(inputs, maps, *, names=None, title: str | None = None, fig=None, 
         fig.suptitle(title, fontsize=8)
     ax.set(xlim=(-0.5, image.shape[1] - 0.5), ylim=(image.shape[0] - 0.5, -0.5))
     return ax
+
+
+def orbit_grid(orbits: dict, steps, *, title: str | None = None, fig=None, cell: float = 0.45):
+    """Iterates x, f(x), f(f(x)), … of one start under several networks: one row per entry of
+    ``orbits`` (a row label -> that network's orbit, (S, 1, 28, 28), as from
+    :func:`identlib.dynamics.orbits` for one start), one column per iteration count in ``steps``,
+    in grey on [0, 1] (values outside saturate: an orbit that grows shows white). ``fig`` may be
+    a subfigure. One image in one axes, as :func:`prediction_grid`. Returns the axes."""
+    labels, steps = list(orbits), list(steps)
+    tiles = [[_grey(_img(orbits[k][t])) for t in steps] for k in labels]
+    gap = 3
+    image = _montage(tiles, gap, gap)
+    if fig is None:
+        fig = plt.figure(figsize=(1.6 + cell * len(steps), 0.5 + cell * len(labels)))
+    w = _inches(fig)[0]
+    ax = _grid_axes(fig, left=min(1.5, 0.45 * w), top=0.3 + (0.25 if title else 0.0), bottom=0.02)
+    ax.imshow(image, interpolation="nearest", aspect="equal")
+    ax.set_anchor("N")
+    step = 28 + gap
+    for c, t in enumerate(steps):
+        ax.text(c * step + 14, -3, "x" if t == 0 else f"f{_superscript(t)}", fontsize=7,
+                ha="center", va="bottom")
+    for r, label in enumerate(labels):
+        ax.text(-4, r * step + 14, label, fontsize=7, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=8)
+    ax.set(xlim=(-0.5, image.shape[1] - 0.5), ylim=(image.shape[0] - 0.5, -0.5))
+    return ax
+
+
+def _superscript(n: int) -> str:
+    """``n`` in superscript digits: 12 -> '¹²'."""
+    return str(n).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))

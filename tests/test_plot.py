@@ -62,3 +62,17 @@ def test_layer_grid_draws_a_flat_map_as_the_bottom_of_the_colour_map(flat):
     image = _image(plot.layer_grid(INPUTS[:1], maps, fig=fig))
     np.testing.assert_allclose(image[30:58, 0:28], np.broadcast_to(plt.get_cmap("viridis")(0.0), (28, 28, 4)))
     plt.close(fig)
+
+
+def test_orbit_grid_puts_networks_in_rows_and_iterations_in_columns():
+    orbit = torch.stack([INPUTS[0] * k for k in (1.0, 0.5, 0.25, 4.0)])  # (4, 1, 28, 28)
+    fig = plt.figure(figsize=(4, 2))
+    ax = plot.orbit_grid({"net a": orbit, "net b": orbit[[0, 0, 0, 0]]}, [0, 1, 3], fig=fig)
+    image = _image(ax)
+    assert image.shape == (2 * 28 + 3, 3 * 28 + 2 * 3, 4)
+    np.testing.assert_allclose(image[:28, 31:59], plt.get_cmap("gray")(INPUTS[0, 0].numpy() * 0.5),
+                               atol=1e-6)
+    np.testing.assert_allclose(image[:28, 62:90], plt.get_cmap("gray")(                # grown: white
+        np.clip(INPUTS[0, 0].numpy() * 4, 0, 1)), atol=1e-6)
+    assert {"x", "f¹", "f³", "net a", "net b"} <= {t.get_text() for t in ax.texts}
+    plt.close(fig)
