@@ -190,7 +190,8 @@ def _base(values: dict, fixed: dict):
     return RunConfig(**fixed, **{k: v for k, v in values.items() if k in FIELDS})
 
 
-def chapter(name: str, namespace: dict, *, require: str | None = None, **fixed):
+def chapter(name: str, namespace: dict, *, require: str | None = None, like: str | None = None,
+            **fixed):
     """The first call of a chapter: validate its parameters (read from ``namespace``, the
     notebook's globals, by the names of its parameters cell), fix the threads and check the
     package version (:func:`identlib.setup`), and print both.
@@ -198,6 +199,9 @@ def chapter(name: str, namespace: dict, *, require: str | None = None, **fixed):
     ``require`` is the identlib version the chapter was written for. Returns ``(base, p, claims)``: the base :class:`~identlib.config.RunConfig` from the parameters
     that are config fields plus ``fixed`` (e.g. ``model="cnn"``); every parameter, validated and
     with its lists parsed, as attributes of ``p``; and the chapter's :class:`~identlib.claims.Claims`.
+    With ``like``, another chapter's name, the base is that chapter's :func:`recipe` instead, with
+    this chapter's config-field parameters and ``fixed`` on top: a chapter that studies another
+    chapter's networks trains (or loads) exactly those.
     """
     import types
 
@@ -209,7 +213,10 @@ def chapter(name: str, namespace: dict, *, require: str | None = None, **fixed):
     if missing:
         raise ConfigError(f"{name}: run the parameters cell first (missing {', '.join(missing)})")
     values = validate(name, {k: namespace[k] for k in known}, known)
-    base = _base(values, fixed)
+    if like is None:
+        base = _base(values, fixed)
+    else:
+        base = recipe(like).replace(**fixed, **{k: v for k, v in values.items() if k in FIELDS})
     print(setup(require=require))
     print(base)
     return base, types.SimpleNamespace(**values), Claims(strict=_own_settings(name, values, known))
