@@ -108,7 +108,9 @@ class RunConfig:
 
 # The modules whose source shapes each kind of stored thing. A trained network depends on the data,
 # the model and training, alone or grouped (engine.py); a score table (``identlib.sweep``) on the
-# network and on metrics.py; layer maps (``identlib.layers``) on the network and on layers.py. The
+# network and on metrics.py; layer maps (``identlib.layers``) on the network and on layers.py;
+# checkpoints (``identlib.checkpoints``) on the network and on checkpoints.py, and the scores of
+# rewound networks (``identlib.rewind``) on those and on rewind.py and metrics.py. The
 # results cache keys each kind on the source of its modules, so editing metrics.py recomputes
 # scores but keeps every network, and editing code outside these lists (the command line,
 # plotting, the benchmarks) invalidates nothing.
@@ -116,6 +118,8 @@ DIGEST_MODULES = {
     "network": ("data.py", "models.py", "train.py", "engine.py"),
     "scores": ("metrics.py",),
     "layers": ("layers.py",),
+    "checkpoints": ("checkpoints.py",),
+    "rewind": ("checkpoints.py", "rewind.py", "metrics.py"),
 }
 
 

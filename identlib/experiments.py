@@ -178,14 +178,23 @@ def _train_uncached(configs, keep_init: bool = False, workers: int | None = 0,
 
 
 def _train_in_pool(jobs, keep_init: bool, workers: int) -> None:
+    in_pool(_train_and_store, [(job, keep_init) for job in jobs], workers)
+
+
+def in_pool(fn, tasks, workers: int) -> None:
+    """``fn(*args)`` for each ``args`` in ``tasks``, in ``workers`` spawned processes of one torch
+    thread each, waiting for all; ``fn`` stores what it computes (in the results cache), so that a
+    task finished before an interrupt or a dead worker is kept. Ctrl-C stops the workers at once; a
+    worker that dies raises a :class:`RuntimeError` that says why it may have."""
     ctx = multiprocessing.get_context("spawn")
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=torch.set_num_threads,
+    tasks = list(tasks)
+    pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx, initializer=torch.set_num_threads,
                                initargs=(1,))
     try:
-        for done in [pool.submit(_train_and_store, job, keep_init) for job in jobs]:
+        for done in [pool.submit(fn, *args) for args in tasks]:
             done.result()
     except KeyboardInterrupt:
         # Stop the workers at once: what they finished is in the cache, what they were writing was
