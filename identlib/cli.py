@@ -13,6 +13,9 @@
     identlib claims CHAPTER|NOTEBOOK         the claims table stored in a chapter (exit 1 if a
                                              claim fails or none is stored)
 
+``--scheduler local:N`` or ``--scheduler tcp://host:8786`` (before the command) trains the networks
+in N local worker processes or on a Dask cluster (``$IDENTLIB_SCHEDULER``).
+
 Values are read as YAML (``-p depths "[1, 2]"``, ``-p lr 1e-3``, ``-p bias true``). Unknown names
 and invalid values are refused with one line before anything runs.
 
@@ -57,6 +60,8 @@ def _overrides(pairs) -> dict:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="identlib", description="Identity Crisis, the executable book")
     ap.add_argument("--debug", action="store_true", help="show the traceback of a failure (also IDENTLIB_DEBUG=1)")
+    ap.add_argument("--scheduler", metavar="ADDRESS", help="where networks are trained: local:N worker "
+                    "processes, or a Dask scheduler such as tcp://host:8786 (sets IDENTLIB_SCHEDULER)")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("chapters", help="list chapters and their profiles")
     p = sub.add_parser("params", help="show a chapter's parameters")
@@ -87,7 +92,13 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     debug = args.debug or os.environ.get("IDENTLIB_DEBUG", "") not in ("", "0")
     start = time.time()
+    if args.scheduler is not None:              # chapters' kernels inherit it
+        os.environ["IDENTLIB_SCHEDULER"] = args.scheduler
     try:
+        if args.scheduler is not None:
+            from .runtime import scheduler
+
+            scheduler()                         # a malformed one is refused before anything runs
         return _dispatch(args)
     except Exception as err:                    # noqa: BLE001 - a chapter whose kernel was interrupted
         from .chapters import ChapterError

@@ -144,7 +144,7 @@ def _job_cost(job) -> float:
 
 
 def _train_uncached(configs, keep_init: bool = False, workers: int | None = 0,
-                    group: bool | None = None) -> None:
+                    group: bool | None = None, executor=None) -> None:
     """Train the uncached configs and store each as :func:`run` would (:func:`run` then loads
     them): the jobs of :func:`training_jobs`, in a pool of ``workers`` one-thread processes, or
     in this process without workers (where a lone config is left to :func:`run`). Configs whose
@@ -161,12 +161,18 @@ def _train_uncached(configs, keep_init: bool = False, workers: int | None = 0,
     todo = [c for c in dict.fromkeys(configs) if not cache.has(c) and _stored_mb(c) <= MAX_STORED_MB]
     if not todo:
         return
+    if executor is None:
+        from .runtime import executor as runtime_executor
+
+        executor = runtime_executor()
     cache.ensure_writable()
     claims = [cache.claim(c, wait=False) for c in todo]     # what another process trains, run()
     try:                                                    # waits for and loads
         todo = [c for c, mine in zip(todo, claims) if mine.held and not cache.has(c)]
         jobs = training_jobs(todo, max(workers, 1), group)
-        if workers < 1:
+        if executor is not None and jobs:
+            _train_on(executor, jobs, keep_init)
+        elif workers < 1:
             for job in jobs:
                 if len(job) > 1:                            # a lone config is left to run()
                     _train_and_store(job, keep_init)
@@ -211,6 +217,54 @@ def in_pool(fn, tasks, workers: int) -> None:
             "importing that script); or pass workers=0 to train in this process") from err
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _train_on(executor, jobs, keep_init: bool) -> list[str]:
+    """Train ``jobs`` as tasks of ``executor`` (anything with ``submit(fn, *args)`` whose future
+    has ``.result()``: a process pool, a Dask client's executor, MPI's, submitit's). Each task
+    trains one job on one thread and stores its networks in this process's results cache (a
+    shared filesystem for a cluster), atomically; the digests stored come back. A task that fails
+    or a worker that dies raises one line that says what is kept."""
+    root = str(cache.root().parent)
+    data_dir = os.environ.get("IDENTLIB_DATA_DIR")
+    futures = [executor.submit(_train_job_at, root, data_dir, job, keep_init) for job in jobs]
+    stored = []
+    try:
+        for future in futures:
+            stored += future.result()
+    except KeyboardInterrupt:
+        for future in futures:
+            future.cancel()
+        raise
+    except Exception as err:                          # noqa: BLE001 - any failure of a foreign task
+        for future in futures:
+            future.cancel()
+        raise RuntimeError(
+            f"a training task failed on the executor ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no message'}). The networks finished before "
+            "it are in the results cache; running again trains only the rest") from err
+    return stored
+
+
+def _train_job_at(cache_dir: str, data_dir: str | None, job: list[RunConfig], keep_init: bool) -> list[str]:
+    """A task of :func:`_train_on`, run by a worker: train ``job`` into the results cache under
+    ``cache_dir`` (and read the data from ``data_dir`` where the worker has it), on one thread;
+    the digests of the networks stored."""
+    env = {"IDENTLIB_CACHE_DIR": cache_dir}
+    if data_dir and os.path.isdir(data_dir):
+        env["IDENTLIB_DATA_DIR"] = data_dir
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with one_thread():
+            _train_and_store(job, keep_init)
+        return [c.digest() for c in job if cache.has(c)]
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _train_and_store(job: list[RunConfig], keep_init: bool) -> None:
@@ -314,14 +368,18 @@ def grid(base: RunConfig, **axes) -> list[RunConfig]:
 
 def run_all(configs, *, cache: bool = True, keep_init: bool = False,
             progress: bool | None = None, workers: int | None = None,
-            group: bool | None = None) -> list[Run]:
+            group: bool | None = None, executor=None) -> list[Run]:
     """``run`` over a sweep, in order (each one cached): ``run_all(cs)[i]`` is ``run(cs[i])``. The
     uncached configs are first trained as the jobs of :func:`training_jobs`: CNNs that may share a
     group (:func:`identlib.engine.group_key`) together where ``group`` is on, in ``workers`` one-thread
     processes (0: in this process). The defaults ``None`` take the runtime settings
     (:func:`identlib.runtime.group`, ``$IDENTLIB_GROUP``; :func:`identlib.runtime.workers`,
     ``$IDENTLIB_WORKERS``). Neither changes what a network learns beyond float rounding
-    (``tests/test_engine.py``), so the cache does not key on them.
+    (``tests/test_engine.py``), so the cache does not key on them. ``executor``, any object with
+    ``submit(fn, *args)`` whose future has ``.result()`` (a ``ProcessPoolExecutor``, a Dask
+    client's ``get_executor()``, ``mpi4py.futures.MPIPoolExecutor``, submitit's), trains the jobs as
+    its tasks instead, each storing its networks in the results cache; the default is the one
+    ``$IDENTLIB_SCHEDULER`` names (:func:`identlib.runtime.executor`), else local workers.
 
     >>> runs = run_all(grid(RunConfig(depth=1, steps=5), seed=[0, 1]))
     >>> [r.config.seed for r in runs], len(runs[1].loss)
@@ -329,7 +387,7 @@ def run_all(configs, *, cache: bool = True, keep_init: bool = False,
     """
     configs = list(configs)
     if cache:
-        _train_uncached(configs, keep_init, workers, group)
+        _train_uncached(configs, keep_init, workers, group, executor)
     return [run(c, cache=cache, keep_init=keep_init, progress=progress) for c in configs]
 
 
@@ -381,11 +439,11 @@ def _scores_name(inputs: torch.Tensor, x_hat, columns: dict) -> str:
 
 def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, fields=None,
           progress: bool | None = None, workers: int | None = None, group: bool | None = None,
-          diverged: str = "raise", **columns) -> "pd.DataFrame":
+          diverged: str = "raise", executor=None, **columns) -> "pd.DataFrame":
     """Train (or load) every config and score it on ``inputs``: the tidy table of
     :func:`evaluate`, with each run's scores cached beside its result, keyed by the content of the
-    inputs. A cached sweep needs neither training nor the stored weights. ``workers`` and
-    ``group`` as in :func:`run_all`.
+    inputs. A cached sweep needs neither training nor the stored weights. ``workers``, ``group``
+    and ``executor`` as in :func:`run_all`.
 
     ``diverged="report"`` turns a run whose training diverges into rows with missing scores and
     ``diverged`` True (the outcome is cached too) instead of raising :class:`TrainingDiverged`:
@@ -401,7 +459,7 @@ def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, f
     def known(c):
         return (cache.entry(c) / name).exists() or (diverged == "report" and (cache.entry(c) / DIVERGED).exists())
 
-    _train_uncached([c for c in configs if not known(c)], workers=workers, group=group)
+    _train_uncached([c for c in configs if not known(c)], workers=workers, group=group, executor=executor)
     frames = []
     for c in configs:
         _trace(c)

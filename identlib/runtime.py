@@ -5,7 +5,7 @@ import os
 
 import torch
 
-__all__ = ["setup", "workers", "group", "device", "platform", "DEVICES"]
+__all__ = ["setup", "workers", "scheduler", "executor", "group", "device", "platform", "DEVICES"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -33,7 +33,10 @@ def setup(threads: int | None = None, require: str | None = None) -> dict:
 def workers() -> int:
     """How many one-thread training processes :func:`identlib.run_all` and :func:`identlib.sweep`
     use by default (``$IDENTLIB_WORKERS``, default ``$IDENTLIB_THREADS`` or 2; 0 trains in the
-    calling process). Results do not depend on it."""
+    calling process; ``$IDENTLIB_SCHEDULER=local:N`` sets N). Results do not depend on it."""
+    local = _local_workers(scheduler())
+    if local is not None:
+        return local
     text = os.environ.get("IDENTLIB_WORKERS", os.environ.get("IDENTLIB_THREADS", "2"))
     try:
         n = int(text)
@@ -44,6 +47,63 @@ def workers() -> int:
 
         raise ConfigError(f"IDENTLIB_WORKERS must be an integer >= 0 (got {text!r})")
     return n
+
+
+SCHEDULER_TIMEOUT = float(os.environ.get("IDENTLIB_SCHEDULER_TIMEOUT", "10"))   # seconds to reach one
+_CLIENTS: dict = {}
+
+
+def scheduler() -> str:
+    """Where :func:`identlib.run_all` and :func:`identlib.sweep` train (``$IDENTLIB_SCHEDULER``):
+    "" (the default), local one-thread worker processes (:func:`workers`); ``local:N``, N of them;
+    the address of a Dask scheduler (``tcp://host:8786``), that cluster's workers, which write into
+    the same results cache (a shared filesystem). A chapter picks it up with no change to its code."""
+    text = os.environ.get("IDENTLIB_SCHEDULER", "").strip()
+    if text and _local_workers(text) is None and "://" not in text:
+        from .config import ConfigError
+
+        raise ConfigError(f"IDENTLIB_SCHEDULER must be local:N or a Dask scheduler address such as "
+                          f"tcp://host:8786 (got {text!r})")
+    return text
+
+
+def _local_workers(text: str) -> int | None:
+    if not text.startswith("local:"):
+        return None
+    n = text[len("local:"):]
+    if not n.isdigit():
+        from .config import ConfigError
+
+        raise ConfigError(f"IDENTLIB_SCHEDULER=local:N needs an integer N >= 0 (got {text!r})")
+    return int(n)
+
+
+def executor():
+    """The executor of :func:`scheduler`, or None for local worker processes: for a Dask address,
+    the executor of a :class:`distributed.Client` connected to it (one per process, kept open).
+    An address that cannot be reached within ``$IDENTLIB_SCHEDULER_TIMEOUT`` seconds (10) is a
+    :class:`~identlib.ConfigError` that says what to do."""
+    address = scheduler()
+    if not address or _local_workers(address) is not None:
+        return None
+    from .config import ConfigError
+
+    client = _CLIENTS.get(address)
+    if client is None or client.status not in ("running", "connecting"):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ConfigError("IDENTLIB_SCHEDULER names a Dask scheduler but dask.distributed is "
+                              "not installed: pip install 'identlib[dask]'") from None
+        try:
+            client = Client(address, timeout=f"{SCHEDULER_TIMEOUT:g}s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as err:
+            raise ConfigError(f"cannot reach the Dask scheduler at {address} "
+                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no answer'}); "
+                              "start it (`dask scheduler`) or unset IDENTLIB_SCHEDULER to train on "
+                              "this machine") from None
+        _CLIENTS[address] = client
+    return client.get_executor()
 
 
 def group() -> bool:
