@@ -3,6 +3,9 @@
 #   make test   unit tests and doctests, nbval on every chapter, chapters re-run with other
 #               parameters (two files at a time; TEST_JOBS=1 for one), and the HTML build with
 #               warnings as errors
+#   make check-html   the HTML built, then every page opened in headless Chromium: images,
+#               glue, cross-references, math and the console checked; a screenshot of Fig. 3
+#               (make test runs it where Chromium and chromedriver are installed)
 #   make test-portable   make test with AVX2 kernels on an empty results cache (another CPU)
 #   make claims every chapter's stored claims table, and those of the pages at the paper's scale
 #   make paper  the chapters at the paper's scale (their paper profiles), stored in book/paper/ and
@@ -23,7 +26,7 @@ export IDENTLIB_CACHE_DIR ?= $(CURDIR)/.cache/identlib
 export IDENTLIB_PROGRESS ?= 0
 export PYTHONHASHSEED := 0
 
-.PHONY: book test test-portable claims env chapters html unit clean bench bench-chapters paper
+.PHONY: book test test-portable claims env chapters html check-html unit clean bench bench-chapters paper
 
 book: chapters html
 
@@ -42,6 +45,9 @@ chapters: env
 html: env
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
+check-html: html
+	$(BIN)/python bench/check_html.py
+
 # Two pytest processes (pytest-xdist), each taking whole files (a chapter's cells run in order in
 # one kernel), the chapters first: the book's longest files start at once. A network that two
 # chapters need is trained by the first and waited for by the other (the results cache's claims).
@@ -50,6 +56,8 @@ TEST_JOBS ?= 2
 test: env
 	$(BIN)/python -m pytest book tests identlib -n $(TEST_JOBS) --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 	$(BIN)/jupyter-book build . -W -n --keep-going
+	@if command -v chromedriver >/dev/null; then $(BIN)/python bench/check_html.py; \
+	else echo "make test: no chromedriver, so the HTML was not checked in a browser (make check-html)"; fi
 
 # `make test` as on a laptop CPU without AVX-512: torch's, oneDNN's and MKL's kernels limited to
 # AVX2, on an empty results cache, so that every network is trained again with those kernels and
