@@ -110,7 +110,8 @@ class RunConfig:
 # the model and training, alone or grouped (engine.py); a score table (``identlib.sweep``) on the
 # network and on metrics.py; layer maps (``identlib.layers``) on the network and on layers.py;
 # checkpoints (``identlib.checkpoints``) on the network and on checkpoints.py, and the scores of
-# rewound networks (``identlib.rewind``) on those and on rewind.py and metrics.py. The
+# rewound networks (``identlib.rewind``) on those and on rewind.py and metrics.py; Jacobian spectra
+# and basin tables (``identlib.dynamics``) on the network and on dynamics.py, theory.py, metrics.py. The
 # results cache keys each kind on the source of its modules, so editing metrics.py recomputes
 # scores but keeps every network, and editing code outside these lists (the command line,
 # plotting, the benchmarks) invalidates nothing.
@@ -120,6 +121,7 @@ DIGEST_MODULES = {
     "layers": ("layers.py",),
     "checkpoints": ("checkpoints.py",),
     "rewind": ("checkpoints.py", "rewind.py", "metrics.py"),
+    "dynamics": ("dynamics.py", "theory.py", "metrics.py"),
 }
 
 

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["orbits", "distances", "basins", "rays", "nearest", "jacobian_spectrum"]
+__all__ = ["orbits", "distances", "basins", "rays", "nearest", "jacobian_spectrum", "Summary", "summary",
+           "basin_table"]
+
+BLOWN_UP = 10.0     # an orbit this far (RMS) from the training image has blown up
 
 
 @torch.no_grad()
@@ -105,3 +108,140 @@ def jacobian_spectrum(model, x: torch.Tensor, top: int = 10) -> dict:
     eye = torch.eye(len(J), dtype=J.dtype)
     return {"radius": float(eig.max()), "singular": s[:top],
             "from_identity": float(torch.linalg.matrix_norm(J - eye, 2))}
+
+
+class Summary:
+    """What :func:`summary` finds: ``row`` (the network's numbers), ``curve`` (one dict per
+    iteration: median distance to x̂, fractions at x̂ and on its ray) and ``path``, the orbits
+    (iterations + 1, N, 1, 28, 28), computed when first asked for (a cached summary needs none)."""
+
+    def __init__(self, row: dict, curve: list, orbit):
+        self.row, self.curve, self._orbit, self._path = row, curve, orbit, None
+
+    @property
+    def path(self) -> torch.Tensor:
+        if self._path is None:
+            self._path = self._orbit()
+        return self._path
+
+
+def _cached(config, stem: str, key: bytes, compute):
+    """``compute()``, stored beside ``config``'s network in the results cache under ``stem`` and
+    ``key`` (what it was computed from) and the source of this module's kind; without a config,
+    just ``compute()``."""
+    if config is None:
+        return compute()
+    import pickle
+
+    from . import cache
+
+    name = cache.artifact_name(stem, "dynamics", key)
+    saved = cache.read_artifact(config, name, lambda p: pickle.loads(p.read_bytes()))
+    if saved is not None:
+        return saved
+    value = compute()
+    cache.write_artifact(config, name, lambda f: pickle.dump(value, f))
+    return value
+
+
+def _key(*tensors, **values) -> bytes:
+    import json
+
+    return json.dumps(values, sort_keys=True).encode() + b"".join(
+        t.float().contiguous().numpy().tobytes() for t in tensors)
+
+
+def summary(model, starts: torch.Tensor, x_hat: torch.Tensor, iterations: int, tests: torch.Tensor, *,
+            eps: float = 0.05, min_cosine: float = 0.99, config=None) -> Summary:
+    """A network trained on the one image ``x_hat`` (1, 1, 28, 28) as an iterated map: its orbits
+    from ``starts`` and, in ``row``, its verdict on ``tests`` (the book's scores), its Jacobian's
+    spectral radius ``radius``, top two singular values ``sigma_1``, ``sigma_2`` and
+    ``from_identity`` (‖J − I‖₂) at ``x_hat``, its fit error ‖f(x̂) − x̂‖ (RMS), and the fractions of
+    the starts whose orbit ends within ``eps`` of ``x_hat`` (``at_seven``), on its ray
+    (``on_ray``, cosine at least ``min_cosine``) or more than :data:`BLOWN_UP` away or overflowed
+    (``blown_up``). With the network's ``config``, ``row`` and ``curve`` are stored beside it in
+    the results cache, keyed by the inputs and settings (the orbits are then computed only if
+    ``path`` is asked for)."""
+    orbit = lambda: orbits(model, starts, iterations)
+    row, curve = _cached(config, "orbit-summary",
+                         _key(starts, x_hat, tests, iterations=iterations, eps=eps, min_cosine=min_cosine),
+                         lambda: _summary(model, orbit(), x_hat, iterations, tests, eps, min_cosine))
+    return Summary(row, curve, orbit)
+
+
+def _summary(model, path, x_hat, iterations, tests, eps, min_cosine):
+    from .metrics import scores, verdict
+    from .models import predict
+
+    to_seven = distances(path, x_hat)[..., 0]                              # (iterations + 1, N)
+    on_ray = torch.stack([rays(path[: t + 1], x_hat, min_cosine) == 0 for t in range(iterations + 1)])
+    s = scores(predict(model, tests), tests, x_hat)
+    spec = jacobian_spectrum(model, x_hat[0], top=3)
+    row = dict(
+        verdict=verdict(float(s["corr_identity"].mean()), float(s["corr_constant"].mean())),
+        radius=spec["radius"], sigma_1=float(spec["singular"][0]), sigma_2=float(spec["singular"][1]),
+        from_identity=spec["from_identity"],
+        fit_error=float(distances(predict(model, x_hat)[None], x_hat)[0, 0, 0]),
+        at_seven=float((to_seven[-1] <= eps).double().mean()),
+        on_ray=float(on_ray[-1].double().mean()),
+        blown_up=float((~torch.isfinite(to_seven[-1]) | (to_seven[-1] > BLOWN_UP)).double().mean()))
+    curve = [dict(iteration=t, to_seven=float(to_seven[t].median()),
+                  at_seven=float((to_seven[t] <= eps).double().mean()),
+                  on_ray=float(on_ray[t].double().mean())) for t in range(iterations + 1)]
+    return row, curve
+
+
+def basin_table(model, train_images: torch.Tensor, tests: torch.Tensor, iterations: int, *,
+                homogeneous: bool, generator: torch.Generator, eps: float = 0.05,
+                min_cosine: float = 0.99, noise: float = 0.05, config=None) -> tuple[dict, "pd.DataFrame"]:
+    """A network trained on several images ``train_images`` (n, 1, 28, 28) as an iterated map.
+
+    The *attractor* of training image j is where its own orbit ends: its ray for a ``homogeneous``
+    network (no biases), the point reached otherwise. A test image is in j's *basin* when its
+    orbit ends at j's attractor (on the ray, or within ``eps`` of the point). Returns the numbers
+    of one row and the crosstab of nearest training image against basin reached (-1: none). The
+    row: the smallest correlation of an attractor with its image (``limit_corr_min``), the largest
+    RMS distance between them (``limit_to_image_max``), the smallest distance between two
+    attractors (``limits_apart_min``), the fraction of training images whose noisy copies (``noise``
+    Gaussian noise from ``generator``, clipped to [0, 1]) come back to their own attractor
+    (``images_attracting``), the fractions of the ``tests`` that reach some attractor
+    (``reach_one``) and their nearest image's (``reach_nearest``), the largest basin's share
+    (``largest_basin``) and how many basins are reached (``basins_used``). With the network's
+    ``config`` the result is stored beside it in the results cache, keyed by the images, the
+    settings and the noise drawn (``generator`` advances as if it were computed)."""
+    noise_draw = noise * torch.randn(train_images.shape, generator=generator)
+    return _cached(config, "basin-table",
+                   _key(train_images, tests, noise_draw, iterations=iterations, homogeneous=homogeneous,
+                        eps=eps, min_cosine=min_cosine),
+                   lambda: _basin_table(model, train_images, tests, iterations, homogeneous, noise_draw,
+                                        eps, min_cosine))
+
+
+def _basin_table(model, train_images, tests, iterations, homogeneous, noise_draw, eps, min_cosine):
+    import pandas as pd
+
+    from .metrics import pearson
+
+    X, n = train_images, len(train_images)
+    limits = orbits(model, X, iterations)[-1]
+    if homogeneous:
+        ends = lambda path: rays(path, X, min_cosine)
+    else:
+        ends = lambda path: basins(path, limits, eps)
+    reached = ends(orbits(model, tests, iterations))
+    noisy = (X + noise_draw).clamp(0, 1)
+    back = ends(orbits(model, noisy, iterations))
+    near = nearest(tests, X)
+    apart = distances(limits[None], limits)[0].masked_fill(torch.eye(n, dtype=bool), float("inf"))
+    row = dict(
+        limit_corr_min=float(torch.nan_to_num(pearson(limits, X), -1).min()),
+        limit_to_image_max=float(distances(limits[None], X)[0].diagonal().max()),
+        limits_apart_min=float(apart.min()),
+        images_attracting=float((back == torch.arange(n)).double().mean()),
+        reach_one=float((reached >= 0).double().mean()),
+        reach_nearest=float((reached == near).double().mean()),
+        largest_basin=float(torch.bincount(reached[reached >= 0], minlength=n).max() / len(tests)),
+        basins_used=int(len(set(reached[reached >= 0].tolist()))))
+    confusion = pd.crosstab(pd.Series(near.numpy(), name="nearest training image"),
+                            pd.Series(reached.numpy(), name="reached"))
+    return row, confusion

@@ -96,3 +96,53 @@ def test_a_homogeneous_map_ends_on_the_ray_of_its_fixed_point_not_at_it():
     assert dynamics.basins(path, train, eps=0.01).tolist() == [-1, -1, -1]
     assert dynamics.rays(path, train).tolist() == [0, 0, -1]
     assert dynamics.rays(path, train, min_cosine=1.01).tolist() == [-1, -1, -1]
+
+
+def test_summary_of_a_contraction_and_of_the_identity():
+    x_hat = _images(1, 0)
+    starts, tests = _images(4, 1), _images(3, 2)
+    pull = Map(lambda x: x_hat + 0.5 * (x - x_hat))
+    o = dynamics.summary(pull, starts, x_hat, 30, tests, eps=0.01)
+    assert tuple(o.path.shape) == (31, 4, 1, 28, 28) and len(o.curve) == 31
+    assert o.row["radius"] == pytest.approx(0.5) and o.row["at_seven"] == 1.0
+    assert o.row["fit_error"] == pytest.approx(0.0, abs=1e-7) and o.row["blown_up"] == 0.0
+    assert o.curve[0]["at_seven"] == 0.0 and o.curve[-1]["to_seven"] < 1e-6
+    same = dynamics.summary(Map(lambda x: x), starts, x_hat, 5, tests)
+    assert same.row["verdict"] == "identity" and same.row["radius"] == pytest.approx(1.0)
+    assert same.row["at_seven"] == 0.0 and same.row["from_identity"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("homogeneous", [False, True])
+def test_basin_table_of_the_map_to_the_nearest_training_image(homogeneous):
+    X = _images(3, 3)
+    to_nearest = Map(lambda x: X[dynamics.nearest(x, X)])
+    tests = _images(40, 4)
+    row, confusion = dynamics.basin_table(to_nearest, X, tests, 3, homogeneous=homogeneous,
+                                          generator=torch.Generator().manual_seed(0))
+    assert row["limit_corr_min"] == pytest.approx(1.0) and row["limit_to_image_max"] == 0.0
+    assert row["images_attracting"] == 1.0 and row["reach_one"] == 1.0 and row["reach_nearest"] == 1.0
+    assert row["basins_used"] == len(set(dynamics.nearest(tests, X).tolist()))
+    assert int(confusion.values.trace()) == len(tests)          # every test image on the diagonal
+
+
+def test_a_networks_summary_and_basins_are_cached_beside_it(monkeypatch):
+    config = il.RunConfig(model="cnn", depth=2, channels=2, steps=5)
+    r = il.run(config)
+    x_hat, starts, X = _images(1, 0), _images(3, 1), _images(2, 5)
+    first = dynamics.summary(r.model, starts, x_hat, 3, starts, config=config)
+    row, table = dynamics.basin_table(r.model, X, starts, 3, homogeneous=False,
+                                      generator=torch.Generator().manual_seed(0), config=config)
+    with monkeypatch.context() as m:
+        m.setattr(dynamics, "jacobian_spectrum", lambda *a, **k: pytest.fail("computed again"))
+        m.setattr(dynamics, "orbits", lambda *a, **k: pytest.fail("iterated again"))
+        m.setattr(dynamics, "_basin_table", lambda *a, **k: pytest.fail("computed again"))
+        cached = dynamics.summary(r.model, starts, x_hat, 3, starts, config=config)
+        assert cached.row == first.row and cached.curve == first.curve
+        gen = torch.Generator().manual_seed(0)
+        again, table2 = dynamics.basin_table(r.model, X, starts, 3, homogeneous=False, generator=gen,
+                                             config=config)
+        assert again == row and table2.equals(table)
+    assert torch.equal(cached.path, first.path)                 # the orbits, computed when asked for
+    ref = torch.Generator().manual_seed(0)                      # the noise was drawn all the same
+    torch.randn(X.shape, generator=ref)
+    assert torch.equal(torch.randn(3, generator=gen), torch.randn(3, generator=ref))
