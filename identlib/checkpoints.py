@@ -76,8 +76,10 @@ def record(config: RunConfig, at, *, cache: bool = True) -> Checkpoints:
     the results cache or trained and stored (``cache=False``: neither read nor written). Raises
     :class:`~identlib.TrainingDiverged` as training does."""
     from . import cache as store
+    from .experiments import _trace
 
     at = _check(config, at)
+    _trace(config)                                  # the chapter benchmark's record of what is used
     name = _name(at)
     if cache:
         saved = store.read_artifact(config, name, lambda p: torch.load(p, weights_only=True))
