@@ -76,3 +76,30 @@ def test_orbit_grid_puts_networks_in_rows_and_iterations_in_columns():
         np.clip(INPUTS[0, 0].numpy() * 4, 0, 1)), atol=1e-6)
     assert {"x", "f¹", "f³", "net a", "net b"} <= {t.get_text() for t in ax.texts}
     plt.close(fig)
+
+
+def test_table_map_draws_what_seaborn_heatmap_draws_without_drawing_the_figure(monkeypatch):
+    import pandas as pd
+    import seaborn as sns
+
+    table = pd.DataFrame(np.arange(12.0).reshape(3, 4) / 11, index=pd.Index([5, 9, 14], name="depth"),
+                         columns=pd.Index([0, 50, 100, 200], name="step"))
+    table.iloc[1, 2] = np.nan
+    fig, (a, b) = plt.subplots(1, 2)
+    sns.heatmap(table, vmin=0, vmax=1, cmap="viridis", ax=a, annot=True, fmt=".2f")
+    draws = []
+    monkeypatch.setattr(type(fig.canvas), "draw", lambda self: draws.append(1))
+    plot.table_map(table, vmin=0, vmax=1, cmap="viridis", ax=b, annot=True, fmt=".2f")
+    assert draws == []
+    ma, mb = a.collections[0], b.collections[0]
+    assert np.array_equal(np.ma.getmaskarray(ma.get_array()), np.ma.getmaskarray(mb.get_array()))
+    assert np.allclose(ma.get_array().compressed(), mb.get_array().compressed())
+    assert b.get_ylim() == a.get_ylim() and b.get_xlim() == a.get_xlim()
+    assert [t.get_text() for t in b.get_xticklabels()] == [t.get_text() for t in a.get_xticklabels()]
+    assert [t.get_text() for t in b.get_yticklabels()] == [t.get_text() for t in a.get_yticklabels()]
+    assert (b.get_xlabel(), b.get_ylabel()) == (a.get_xlabel(), a.get_ylabel()) == ("step", "depth")
+    def cells(ax):   # (position, text, colour) of each annotation
+        return sorted((t.get_position(), t.get_text(), t.get_color()) for t in ax.texts)
+
+    assert cells(b) == cells(a) and len(cells(b)) == 11
+    plt.close(fig)
