@@ -153,18 +153,17 @@ def one_layer_iterates(R: torch.Tensor, X: torch.Tensor, x: torch.Tensor, steps)
     a, b = xs @ par.T, xs @ perp.T                                   # rows: inputs
     M = perp @ R @ perp
     radius = float(torch.linalg.eigvals(M).abs().max())
-    out = []
-    for n in steps:
-        Mn = torch.linalg.matrix_power(M, int(n))
-        # I + M + … + M^{n-1} applied to b, through (I − M) S = I − Mⁿ where I − M is invertible;
-        # summed directly otherwise (ρ = 1 somewhere), which costs n products
-        if radius < 1:
-            partial = torch.linalg.solve(torch.eye(d, dtype=M.dtype) - M, (torch.eye(d, dtype=M.dtype) - Mn) @ b.T)
-        else:
-            partial, term = torch.zeros_like(b.T), b.T
-            for _ in range(int(n)):
-                partial, term = partial + term, M @ term
-        out.append(a + (par @ R @ partial).T + (Mn @ b.T).T)
+    # the terms of the closed form built up one n at a time: Mⁿ b and S_n b = (I + M + … + Mⁿ⁻¹) b,
+    # as M^{n+1} b = M (Mⁿ b) and S_{n+1} b = S_n b + Mⁿ b: matrix-vector products only, instead
+    # of a matrix power and a solve for every n wanted
+    wanted = sorted({int(n) for n in steps})
+    at = {}
+    Mn_b, S_b = b.T, torch.zeros_like(b.T)
+    for n in range(wanted[-1] + 1 if wanted else 0):
+        if n in wanted:
+            at[n] = a + (par @ R @ S_b).T + Mn_b.T
+        S_b, Mn_b = S_b + Mn_b, M @ Mn_b
+    out = [at[int(n)] for n in steps]
     limit = None
     if radius < 1:
         limit = a + (par @ R @ torch.linalg.solve(torch.eye(d, dtype=M.dtype) - M, b.T)).T
