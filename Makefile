@@ -49,12 +49,13 @@ check-html: html
 	$(BIN)/python bench/check_html.py
 
 # Two pytest processes (pytest-xdist), each taking whole files (a chapter's cells run in order in
-# one kernel), the chapters first: the book's longest files start at once. A network that two
+# one kernel), the chapters first: the book's longest files start at once; the 25 slowest tests
+# are listed at the end (where the time of a run goes). A network that two
 # chapters need is trained by the first and waited for by the other (the results cache's claims).
 TEST_JOBS ?= 2
 
 test: env
-	$(BIN)/python -m pytest book tests identlib -n $(TEST_JOBS) --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	$(BIN)/python -m pytest book tests identlib -n $(TEST_JOBS) --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --durations=25
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@if command -v chromedriver >/dev/null; then $(BIN)/python bench/check_html.py; \
 	else echo "make test: no chromedriver, so the HTML was not checked in a browser (make check-html)"; fi

@@ -162,10 +162,13 @@ def platform_of(config: RunConfig) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def store_result(config: RunConfig, result: dict, init_state: dict | None = None, group: int = 1) -> None:
+def store_result(config: RunConfig, result: dict, init_state: dict | None = None, group: int = 1,
+                 train_cpu_s: float | None = None) -> None:
     """Store a trained network (``result`` as :func:`load_result` returns it) with its config and
-    platform, atomically; ``group`` is the number of networks it was trained with (1: alone),
-    recorded in ``platform.json``. An existing entry gains ``init_state`` if it lacked it."""
+    platform, atomically; ``group`` is the number of networks it was trained with (1: alone) and
+    ``train_cpu_s`` the CPU seconds its training took (its share of its group's), both recorded in
+    ``platform.json`` (how the Runtime chapter splits a chapter's time between training and the
+    rest). An existing entry gains ``init_state`` if it lacked it."""
     import torch
 
     from .runtime import platform
@@ -174,8 +177,10 @@ def store_result(config: RunConfig, result: dict, init_state: dict | None = None
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
     try:
         (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
-        (tmp / "platform.json").write_text(json.dumps(dict(platform(), group=group), indent=1,
-                                                      sort_keys=True))
+        record = dict(platform(), group=group)
+        if train_cpu_s is not None:
+            record["train_cpu_s"] = round(float(train_cpu_s), 3)
+        (tmp / "platform.json").write_text(json.dumps(record, indent=1, sort_keys=True))
         payload = dict(result, format=FORMAT)
         if init_state is not None:
             payload["init_state"] = init_state

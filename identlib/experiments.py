@@ -29,6 +29,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,16 +274,21 @@ def _train_and_store(job: list[RunConfig], keep_init: bool) -> None:
     on."""
     from .engine import fit_configs
 
+    start = time.process_time()
     if len(job) > 1:
-        for c, member in zip(job, fit_configs(job, progress=False, diverged="drop")):
+        members = fit_configs(job, progress=False, diverged="drop")
+        share = (time.process_time() - start) / len(job)
+        for c, member in zip(job, members):
             if member is not None:                  # a diverged member is left to run()
-                cache.store_result(c, member[0], member[1] if keep_init else None, group=len(job))
+                cache.store_result(c, member[0], member[1] if keep_init else None, group=len(job),
+                                   train_cpu_s=share)
         return
     try:
         result, init_state = _train(job[0], False)
     except TrainingDiverged:
         return
-    cache.store_result(job[0], result, init_state if keep_init else None)
+    cache.store_result(job[0], result, init_state if keep_init else None,
+                       train_cpu_s=time.process_time() - start)
 
 
 def _step_cost(c: RunConfig) -> float:
@@ -328,10 +334,12 @@ def _run(config: RunConfig, *, use_cache: bool, keep_init: bool, progress) -> Ru
             if use_cache:
                 payload, where = _cached(config, keep_init)  # it may have
             if payload is None:
+                start = time.process_time()
                 result, init_state = _train(config, progress)
                 payload, where = dict(result, init_state=init_state), platform()
                 if use_cache and _stored_mb(config) <= MAX_STORED_MB:
-                    cache.store_result(config, result, init_state if keep_init else None)
+                    cache.store_result(config, result, init_state if keep_init else None,
+                                       train_cpu_s=time.process_time() - start)
     model = build_model(config)
     model.load_state_dict(payload["state_dict"])
     model.eval()

@@ -62,6 +62,21 @@ def test_cache_folder_holds_config_and_result(tmp_path):
     assert set(payload) == {"state_dict", "loss", "converged", "format"}   # no init unless asked
 
 
+def test_stored_networks_record_their_training_cpu_time():
+    """platform.json holds the CPU seconds each network's training took: a lone one its own, a
+    group's members each an equal share of the group's (how the Runtime chapter splits time)."""
+    from identlib import cache
+
+    lone = experiments.run(TINY)
+    assert cache.platform_of(lone.config)["train_cpu_s"] > 0
+    cnn = RunConfig(model="cnn", depth=3, channels=4, steps=20, optimizer="gd", lr=0.01)
+    members = [cnn.replace(seed=s) for s in (1, 2, 3)]
+    experiments.run_all(members, workers=0)
+    records = [cache.platform_of(c) for c in members]
+    assert [r["group"] for r in records] == [3, 3, 3]
+    assert len({r["train_cpu_s"] for r in records}) == 1 and records[0]["train_cpu_s"] > 0
+
+
 def test_different_configs_get_different_cache_entries():
     experiments.run_all([TINY, TINY.replace(seed=1)])
     assert len(list(experiments.cache_dir().iterdir())) == 2
