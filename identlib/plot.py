@@ -155,13 +155,13 @@ def heatmap(df, *, row: str, col: str, value: str, ax=None, vmin=-1.0, vmax=1.0,
 
 def table_map(table, *, ax, vmin=None, vmax=None, cmap: str = "RdBu_r", cbar: bool = True,
               cbar_label: str | None = None, annot: bool = False, fmt: str = ".2f",
-              annot_color=None, annot_kws: dict | None = None):
+              annot_kws: dict | None = None):
     """A table (a DataFrame: rows top to bottom, columns left to right) as a grid of coloured
     cells, labelled by its index and columns, as ``seaborn.heatmap`` draws it, without the full
     drawing of the figure that seaborn does on every call (a figure of twelve such grids took
     seconds). ``annot`` writes each value in its cell with ``fmt`` (in black or white, whichever
-    reads on the cell's colour; ``annot_color`` sets one colour; ``annot_kws`` more text
-    properties; ``fmt`` "d" rounds to integers). Returns the axes.
+    reads on the cell's colour; ``annot_kws`` more text properties; ``fmt`` "d" rounds to
+    integers). Returns the axes.
 
     >>> import pandas as pd
     >>> fig, ax = plt.subplots()
@@ -190,7 +190,7 @@ def table_map(table, *, ax, vmin=None, vmax=None, cmap: str = "RdBu_r", cbar: bo
                 lum = np.where(rgb <= 0.03928, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4) @ [0.2126, 0.7152, 0.0722]
                 text = format(int(round(v)), fmt) if fmt.endswith("d") else format(v, fmt)
                 ax.text(c + 0.5, r + 0.5, text, ha="center", va="center",
-                        color=annot_color or (".15" if lum > 0.408 else "w"), **(annot_kws or {}))
+                        color=".15" if lum > 0.408 else "w", **(annot_kws or {}))
     return ax
 
 
