@@ -9,7 +9,8 @@ Modules, one concern each: :mod:`~identlib.data` (datasets, the training image, 
 (cache and sweeps), :mod:`~identlib.engine` (networks trained together as one grouped network),
 :mod:`~identlib.layers` (inside a CNN, layer by layer), :mod:`~identlib.dynamics` (a network applied
 again and again: orbits, basins), :mod:`~identlib.checkpoints` (weights kept along training),
-:mod:`~identlib.rewind` (layers put back to a checkpoint; how far each layer moved), :mod:`~identlib.reference` (the plain PyTorch loop,
+:mod:`~identlib.rewind` (layers put back to a checkpoint; how far each layer moved),
+:mod:`~identlib.phase` (where along depth the identity breaks: bisection over depth), :mod:`~identlib.reference` (the plain PyTorch loop,
 the yardstick of the tests and benchmarks), :mod:`~identlib.timings` (the Runtime chapter's tables),
 :mod:`~identlib.cache` (the results cache), :mod:`~identlib.claims` (a chapter's checked claims
 and glued numbers), :mod:`~identlib.plot`, :mod:`~identlib.chapters` (parameters and the command line's notebook
@@ -40,7 +41,7 @@ _FROM = {
 _MODULE_OF = {name: module for module, names in _FROM.items() for name in names}
 _SUBMODULES = {"cache", "chapters", "checkpoints", "claims", "cli", "config", "data", "dynamics", "engine", "experiments", "layers",
                "metrics", "models", "rewind",
-               "paper", "plot", "reference", "runtime", "theory", "timings", "train"}
+               "paper", "phase", "plot", "reference", "runtime", "theory", "timings", "train"}
 
 
 def __getattr__(name: str):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 __all__ = ["prediction_grid", "show_images", "score_curves", "heatmap", "table_map", "score_notes",
-           "layer_grid", "orbit_grid"]
+           "layer_grid", "orbit_grid", "phase_map"]
 
 
 def _img(x) -> np.ndarray:
@@ -186,11 +186,51 @@ def table_map(table, *, ax, vmin=None, vmax=None, cmap: str = "RdBu_r", cbar: bo
     if annot:
         for (r, c), v in np.ndenumerate(values.filled(np.nan)):
             if np.isfinite(v):
-                rgb = np.asarray(mesh.cmap(mesh.norm(v))[:3])          # relative luminance, as seaborn
-                lum = np.where(rgb <= 0.03928, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4) @ [0.2126, 0.7152, 0.0722]
                 text = format(int(round(v)), fmt) if fmt.endswith("d") else format(v, fmt)
-                ax.text(c + 0.5, r + 0.5, text, ha="center", va="center",
-                        color=".15" if lum > 0.408 else "w", **(annot_kws or {}))
+                ax.text(c + 0.5, r + 0.5, text, ha="center", va="center", color=_ink(mesh, v),
+                        **(annot_kws or {}))
+    return ax
+
+
+def _ink(mesh, v) -> str:
+    """Black or white text, whichever reads on the cell colour of value ``v`` (by its relative
+    luminance, as seaborn chooses)."""
+    rgb = np.asarray(mesh.cmap(mesh.norm(v))[:3])
+    lum = np.where(rgb <= 0.03928, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4) @ [0.2126, 0.7152, 0.0722]
+    return ".15" if lum > 0.408 else "w"
+
+
+def phase_map(cells, value: str, *, ax, row: str = "channels", col: str = "kernel_size",
+              max_depth: int, vmin=None, vmax=None, cbar: bool = True, cmap: str = "viridis"):
+    """A phase diagram: one boundary depth (``value``: "d_id" or "d_mem") over ``row`` × ``col``,
+    from :func:`identlib.phase.cells`: each cell coloured by the median over seeds and annotated
+    with it and, where the seeds differ, their range ("> N" for a depth beyond the search's
+    ``max_depth``, coloured as ``max_depth`` + 1). Returns the axes.
+
+    >>> import pandas as pd
+    >>> c = pd.DataFrame({"channels": [4, 4], "kernel_size": [3, 5], "d_mem_median": [20.0, float("inf")],
+    ...                   "d_mem_min": [18.0, 26.0], "d_mem_max": [21.0, float("inf")]})
+    >>> fig, ax = plt.subplots()
+    >>> [t.get_text() for t in phase_map(c, "d_mem", ax=ax, max_depth=30).texts]
+    ['20\\n(18 to 21)', '> 30\\n(26 to > 30)']
+    >>> plt.close(fig)
+    """
+    def depth(v):
+        return f"> {max_depth}" if np.isinf(v) else f"{v:g}"
+
+    table = cells.pivot(index=row, columns=col, values=f"{value}_median")
+    shown = table.where(np.isfinite(table), max_depth + 1)
+    ax = table_map(shown, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, cbar=cbar, cbar_label=f"{value} (median over seeds)")
+    lo = cells.pivot(index=row, columns=col, values=f"{value}_min")
+    hi = cells.pivot(index=row, columns=col, values=f"{value}_max")
+    for i, r in enumerate(table.index):
+        for j, c in enumerate(table.columns):
+            med, a, b = table.loc[r, c], lo.loc[r, c], hi.loc[r, c]
+            if np.isnan(med):
+                continue
+            text = depth(med) if a == b else f"{depth(med)}\n({depth(a)} to {depth(b)})"
+            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=8,
+                    color=_ink(ax.collections[0], shown.loc[r, c]))
     return ax
 
 
