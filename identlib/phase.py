@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-__all__ = ["IDENTITY", "CONSTANT", "next_depths", "boundaries", "search", "receptive_field"]
+__all__ = ["IDENTITY", "CONSTANT", "next_depths", "boundaries", "search", "outcome", "depth_search",
+           "cells", "receptive_field", "within", "fit_field"]
 
 IDENTITY, CONSTANT = "identity", "constant"   # the verdicts of identlib.verdict that set d_id, d_mem
 
@@ -213,3 +214,27 @@ def cells(lines, by) -> "pd.DataFrame":
     out["n_seeds"] = g.size()
     out["n_out_of_order"] = g.n_out.sum().astype(int)
     return out.reset_index()
+
+
+def within(kernel_size: int, size: int = 28) -> int:
+    """The largest depth whose :func:`receptive_field` is still smaller than an image of ``size``
+    pixels across: deeper, an output pixel at the centre sees the image's border.
+
+    >>> within(5), within(7), within(3)
+    (6, 4, 13)
+    """
+    return -(-(size - 1) // (kernel_size - 1)) - 1
+
+
+def fit_field(depths, kernel_sizes) -> float:
+    """The receptive field R for which ``depth ≈ (R − 1) / (kernel_size − 1)`` fits ``depths``
+    best (least squares in depth): a boundary that sits at one receptive field, whatever the
+    filter size.
+
+    >>> fit_field([19, 9.5], [5, 9])             # both at R = 77
+    77.0
+    """
+    import numpy as np
+
+    d, x = np.asarray(depths, float), 1.0 / (np.asarray(kernel_sizes, float) - 1)
+    return float(1 + (d * x).sum() / (x * x).sum())
