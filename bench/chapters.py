@@ -5,6 +5,7 @@
     python bench/chapters.py linear_fcn intro      # some chapters
     python bench/chapters.py --cache .cache/identlib   # keep the trained networks (an empty folder)
     python bench/chapters.py --cache .cache/identlib --warm-only   # warm passes over a filled cache
+    python bench/chapters.py --add phase           # time a chapter alone; add its row to the record
 
 Executes the chapters as ``make chapters`` does: each in its own process (``python -m identlib
 run``), ``--jobs`` at a time, a chapter that loads another's networks after it
@@ -17,6 +18,11 @@ their training arithmetic (steps taken times :func:`bench.step_flops`), which th
 sets against this machine's peak (a large one-thread float32 ``torch.mm``, measured before and
 after). The executed notebooks go to a temporary folder; the stored ones are not touched. Writes
 ``book/data/runtime/chapters.json``, which the Runtime page reads.
+
+``--add`` times the named chapters alone instead, on an empty cache of their own (so their cold
+time includes the networks they share with chapters executed before them in the book), and adds
+their rows to the record without touching its book totals; the record lists them, with their
+date, under ``meta["added"]``, so that the Runtime page says which rows its book totals leave out.
 """
 from __future__ import annotations
 
@@ -125,12 +131,19 @@ def main(argv=None) -> None:
     ap.add_argument("--cache", type=Path, help="an empty folder: the results cache to fill and keep, for a "
                     "later `make book` (default: a temporary folder)")
     ap.add_argument("--jobs", type=int, default=2, help="chapters at a time (default 2, as make chapters)")
+    ap.add_argument("--add", action="store_true", help="time the given chapters alone, cold and warm, "
+                    "and add their rows to the record in chapters.json, whose book totals stay")
     ap.add_argument("--warm-only", action="store_true", help="only the warm passes, over the filled --cache "
                     "of the run recorded in chapters.json, whose cold times are kept")
     args = ap.parse_args(argv)
     names = args.chapter or toc_chapters()
     if args.jobs < 1:
         ap.error("--jobs must be >= 1")
+    if args.add:
+        if not args.chapter or args.warm_only or not OUT.exists():
+            ap.error("--add needs chapter names and a record in chapters.json to add them to (and no --warm-only)")
+        add(names, args.jobs)
+        return
     earlier = json.loads(OUT.read_text()) if args.warm_only and OUT.exists() else None
     if args.warm_only:
         if args.cache is None or not networks(args.cache.resolve()):
@@ -162,6 +175,20 @@ def main(argv=None) -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"meta": meta, "chapters": results, "book": book}, indent=1) + "\n")
     print(json.dumps(book), f"\nwrote {OUT}")
+
+
+def add(names: list[str], jobs: int) -> None:
+    """Time ``names`` alone, cold (an empty cache) and warm, and add their rows to the record."""
+    record = json.loads(OUT.read_text())
+    date = time.strftime("%Y-%m-%d %H:%M")
+    with tempfile.TemporaryDirectory(prefix="identlib-bench-") as tmp:
+        results, _ = time_chapters(names, Path(tmp) / "cache", jobs, Path(tmp))
+    for name in names:
+        record["chapters"][name] = dict(results[name], date=date, **runtime.platform())
+    added = {n: d for n, d in record["meta"].get("added", {}).items() if n not in names}
+    record["meta"]["added"] = dict(added, **{name: date for name in names})
+    OUT.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({name: results[name] for name in names}), f"\nadded to {OUT}")
 
 
 if __name__ == "__main__":

@@ -82,21 +82,26 @@ def profile_table(bench: dict) -> pd.DataFrame:
 
 
 def chapter_table(chapters: dict) -> pd.DataFrame:
-    """Seconds per chapter with a cold and a warm results cache, and the book's totals; where the
+    """Seconds per chapter with a cold and a warm results cache, and the book's totals (a chapter
+    timed alone after them, by ``bench/chapters.py --add``, says so in a column "timed"); where the
     record has them, the networks each uses, their training arithmetic (GFLOP) and, for the book,
     that arithmetic over its cold time as a share of the peak of as many cores as chapters ran at a
     time (the share for one chapter is not given: its cold time overlaps the others')."""
     rows = []
     for name, r in chapters["chapters"].items():
         rows.append({"chapter": name, "cold s": r["cold"], "warm s": r["warm"],
-                     "networks": r.get("networks"), "training GFLOP": r.get("train_gflop")})
+                     "networks": r.get("networks"), "training GFLOP": r.get("train_gflop"),
+                     "timed": f"alone, {r['date'][:10]}" if "date" in r else "with the book"})
     book = chapters["book"]
     peak = max(chapters["meta"].get("float32_peak_gflops") or [float("nan")])
     total = book.get("train_gflop")
-    rows.append({"chapter": f"the book, {book['jobs']} at a time", "cold s": book["cold"],
+    rows.append({"chapter": f"the book, {book['jobs']} at a time", "timed": "with the book",
+                 "cold s": book["cold"],
                  "warm s": book["warm"], "networks": book["networks"], "training GFLOP": total,
                  "% of peak": None if total is None else 100 * total / (book["cold"] * peak * book["jobs"])})
     table = pd.DataFrame(rows).set_index("chapter")
+    if (table.timed == "with the book").all():
+        table = table.drop(columns="timed")
     return table.dropna(axis=1, how="all")
 
 

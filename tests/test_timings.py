@@ -128,6 +128,15 @@ def test_chapter_table_sets_the_books_arithmetic_against_the_peak_of_its_cores()
     old = {**CHAPTERS, "chapters": {"a": {"cold": 1.0, "warm": 1.0}},
            "book": {"jobs": 2, "cold": 1.0, "warm": 1.0, "networks": 1}}
     assert "training GFLOP" not in timings.chapter_table(old)       # a record from before
+    assert "timed" not in table                                     # every row timed with the book
+
+
+def test_a_chapter_timed_alone_after_the_book_says_so():
+    later = {**CHAPTERS, "chapters": {**CHAPTERS["chapters"],
+                                      "c": {"cold": 9.0, "warm": 1.0, "date": "2026-12-06 04:00"}}}
+    table = timings.chapter_table(later)
+    assert table.timed.tolist() == ["with the book", "with the book", "alone, 2026-12-06", "with the book"]
+    assert table.loc["the book, 2 at a time", "cold s"] == 80.0    # the book's totals as measured
 
 
 def test_jobs_table_sums_by_width_and_over_every_cnn():
