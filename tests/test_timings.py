@@ -180,3 +180,30 @@ def test_the_chapter_benchmark_counts_the_arithmetic_of_the_networks_a_chapter_u
     expected = (_bench().step_flops(tol) * taken + _bench().step_flops(cnn) * 5) / 1e9
     cache = il.cache_dir().parent
     assert module.train_gflop(cache, [tol.digest(), cnn.digest(), "0" * 12]) == pytest.approx(expected)
+
+
+def test_adding_a_chapter_to_the_record_keeps_the_books_totals(monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("chapters_script", ROOT / "bench" / "chapters.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "chapters.json"
+    out.write_text(json.dumps(CHAPTERS))
+    monkeypatch.setattr(module, "OUT", out)
+    timed = {}
+
+    def time_chapters(names, cache, jobs, folder):
+        timed.update(names=names, empty=not cache.exists())
+        return {n: {"cold": 9.0, "warm": 1.0, "networks": 4, "train_gflop": 10.0} for n in names}, {}
+
+    monkeypatch.setattr(module, "time_chapters", time_chapters)
+    module.main(["--add", "c"])
+    record = json.loads(out.read_text())
+    assert timed == {"names": ["c"], "empty": True}          # alone, on a cache of its own
+    assert record["book"] == CHAPTERS["book"] and list(record["meta"]["added"]) == ["c"]
+    assert record["chapters"]["c"]["cold"] == 9.0 and "date" in record["chapters"]["c"]
+    assert timings.chapter_table(record).loc["c", "timed"].startswith("alone")
+    with pytest.raises(SystemExit):
+        module.main(["--add"])                              # which chapters?
