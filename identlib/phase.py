@@ -175,7 +175,7 @@ def depth_search(bases, inputs, *, x_hat, start, max_depth: int, fields=(), **co
         configs = [line.replace(depth=d) for line, d in pairs]
         table = sweep(configs, inputs, x_hat=x_hat, diverged="report", **columns)
         out = []
-        for c, (_, net) in zip(configs, table.groupby(table.index // len(inputs), sort=True)):
+        for c, (_, net) in zip(configs, table.groupby(table.index // len(inputs), sort=True), strict=True):
             out.append(outcome(net, x_hat))
             rows.append({**{f: getattr(c, f) for f in fields}, "depth": c.depth,
                          "corr_identity": net.corr_identity.mean(),
