@@ -175,7 +175,8 @@ def depth_search(bases, inputs, *, x_hat, start, max_depth: int, fields=(), **co
         configs = [line.replace(depth=d) for line, d in pairs]
         table = sweep(configs, inputs, x_hat=x_hat, diverged="report", **columns)
         out = []
-        for c, (_, net) in zip(configs, table.groupby(table.index // len(inputs), sort=True), strict=True):
+        per_net = table.groupby(table.index // len(inputs), sort=True)     # in the configs' order
+        for c, (_, net) in zip(configs, per_net, strict=True):
             out.append(outcome(net, x_hat))
             rows.append({**{f: getattr(c, f) for f in fields}, "depth": c.depth,
                          "corr_identity": net.corr_identity.mean(),
@@ -199,7 +200,8 @@ def cells(lines, by) -> "pd.DataFrame":
     >>> import pandas as pd
     >>> lines = pd.DataFrame({"k": [3, 3, 3], "d_id": [5, 6, 8], "d_mem": [9.0, float("nan"), 12.0],
     ...                       "out_of_order": [[], [7], []]})
-    >>> cells(lines, ["k"])[["d_id_median", "d_mem_median", "d_mem_max", "d_mem_spread", "n_out_of_order"]].values.tolist()
+    >>> columns = ["d_id_median", "d_mem_median", "d_mem_max", "d_mem_spread", "n_out_of_order"]
+    >>> cells(lines, ["k"])[columns].values.tolist()
     [[6.0, 12.0, inf, inf, 1.0]]
     """
     import numpy as np

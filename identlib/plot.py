@@ -220,7 +220,8 @@ def phase_map(cells, value: str, *, ax, row: str = "channels", col: str = "kerne
 
     table = cells.pivot(index=row, columns=col, values=f"{value}_median")
     shown = table.where(np.isfinite(table), max_depth + 1)
-    ax = table_map(shown, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, cbar=cbar, cbar_label=f"{value} (median over seeds)")
+    ax = table_map(shown, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, cbar=cbar,
+                   cbar_label=f"{value} (median over seeds)")
     lo = cells.pivot(index=row, columns=col, values=f"{value}_min")
     hi = cells.pivot(index=row, columns=col, values=f"{value}_max")
     for i, r in enumerate(table.index):
