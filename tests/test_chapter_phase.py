@@ -21,7 +21,7 @@ def test_phase_with_small_networks_searches_every_setting_and_states_every_claim
     assert re.search(r"\d+ networks in the searches; a scan of every depth would need 24", text)
     assert re.search(r"(holds|FAILS)  the identity ends before every output pixel sees the whole "
                      r"image .*\(value < 55, 8 searches\)", text)
-    assert re.search(r"\d+ of 8 claims hold", text)
+    assert re.search(r"\d+ of \d+ claims hold", text)
     assert outputs(ch.chapters()["phase"]) != text
 
 
