@@ -52,9 +52,14 @@ check-html: html
 # one kernel), the chapters first: the book's longest files start at once; the 25 slowest tests
 # are listed at the end (where the time of a run goes). A network that two
 # chapters need is trained by the first and waited for by the other (the results cache's claims).
+# Side by side, each process evaluates on one torch thread and trains in two one-thread processes,
+# as `identlib refresh --jobs 2` does (identlib.runtime.side_by_side): a two-thread evaluation
+# beside another chapter's training stalls.
 TEST_JOBS ?= 2
+TEST_THREADS ?= $(if $(filter 1,$(TEST_JOBS)),2,1)
 
 test: env
+	IDENTLIB_WORKERS=$${IDENTLIB_WORKERS:-$${IDENTLIB_THREADS:-2}} IDENTLIB_THREADS=$(TEST_THREADS) \
 	$(BIN)/python -m pytest book tests identlib -n $(TEST_JOBS) --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --durations=25
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@if command -v chromedriver >/dev/null; then $(BIN)/python bench/check_html.py; \

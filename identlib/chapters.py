@@ -383,13 +383,9 @@ def run_parallel(names: list[str], command, jobs: int = 2, needs: dict | None = 
         raise ValueError(f"jobs must be >= 1 (got {jobs})")
     needs = {n: [m for m in (needs or {}).get(n, []) if m in names and m != n] for n in names}
     waiting, running, done, failed = list(names), {}, {}, {}
-    env = dict(os.environ)
-    if jobs > 1:
-        # Side by side, a chapter's two-thread evaluation shares the cores with another chapter's
-        # training. OpenMP threads that spin while they wait for each other then stall badly (the
-        # nonlinear chapter's warm run: 16 s alone, 46 s beside another); sleeping threads do not.
-        # The wait policy changes no result, only how idle threads wait.
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from .runtime import side_by_side
+
+    env = side_by_side(jobs)
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     try:
         while waiting or running:
