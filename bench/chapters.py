@@ -6,6 +6,7 @@
     python bench/chapters.py --cache .cache/identlib   # keep the trained networks (an empty folder)
     python bench/chapters.py --cache .cache/identlib --warm-only   # warm passes over a filled cache
     python bench/chapters.py --add phase           # time a chapter alone; add its row to the record
+    python bench/chapters.py --add phase --cache .cache/added   # ... and keep its networks
 
 Executes the chapters as ``make chapters`` does: each in its own process (``python -m identlib
 run``), ``--jobs`` at a time, a chapter that loads another's networks after it
@@ -142,7 +143,9 @@ def main(argv=None) -> None:
     if args.add:
         if not args.chapter or args.warm_only or not OUT.exists():
             ap.error("--add needs chapter names and a record in chapters.json to add them to (and no --warm-only)")
-        add(names, args.jobs)
+        if args.cache is not None and networks(args.cache.resolve()):
+            ap.error(f"{args.cache} already holds trained networks: the cold pass would not be cold")
+        add(names, args.jobs, args.cache and args.cache.resolve())
         return
     earlier = json.loads(OUT.read_text()) if args.warm_only and OUT.exists() else None
     if args.warm_only:
@@ -177,12 +180,13 @@ def main(argv=None) -> None:
     print(json.dumps(book), f"\nwrote {OUT}")
 
 
-def add(names: list[str], jobs: int) -> None:
-    """Time ``names`` alone, cold (an empty cache) and warm, and add their rows to the record."""
+def add(names: list[str], jobs: int, cache: Path | None = None) -> None:
+    """Time ``names`` alone, cold (an empty cache: ``cache``, kept, or a temporary one) and warm,
+    and add their rows to the record."""
     record = json.loads(OUT.read_text())
     date = time.strftime("%Y-%m-%d %H:%M")
     with tempfile.TemporaryDirectory(prefix="identlib-bench-") as tmp:
-        results, _ = time_chapters(names, Path(tmp) / "cache", jobs, Path(tmp))
+        results, _ = time_chapters(names, cache or Path(tmp) / "cache", jobs, Path(tmp))
     for name in names:
         record["chapters"][name] = dict(results[name], date=date, **runtime.platform())
     added = {n: d for n, d in record["meta"].get("added", {}).items() if n not in names}

@@ -385,7 +385,7 @@ def run_parallel(names: list[str], command, jobs: int = 2, needs: dict | None = 
     waiting, running, done, failed = list(names), {}, {}, {}
     from .runtime import side_by_side
 
-    env = side_by_side(jobs)
+    env = side_by_side(min(jobs, len(names)))          # one chapter alone keeps every thread
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     try:
         while waiting or running:

@@ -415,3 +415,22 @@ def test_a_parameters_comment_may_go_on_below_it(tmp_path, monkeypatch):
     assert ch.validate("wrapped", {"n_shown": 2, "depths": [3]}) == {"n_shown": 2, "depths": [3]}
     with pytest.raises(ConfigError, match="n_shown must be an integer >= 1"):
         ch.validate("wrapped", {"n_shown": 0})
+
+
+def _threads_command(folder):
+    import sys
+
+    def command(name):
+        code = (f"import os, pathlib; pathlib.Path({str(folder)!r}, '{name}.env').write_text("
+                "os.environ['IDENTLIB_THREADS'] + ' ' + os.environ.get('IDENTLIB_WORKERS', '-'))")
+        return [sys.executable, "-c", code]
+    return command
+
+
+def test_chapters_side_by_side_share_the_threads_and_one_alone_keeps_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDENTLIB_THREADS", "4")
+    monkeypatch.delenv("IDENTLIB_WORKERS", raising=False)
+    ch.run_parallel(["a", "b"], _threads_command(tmp_path), jobs=2, log=lambda t: None)
+    assert (tmp_path / "a.env").read_text() == "2 4"      # half the threads each; training as alone
+    ch.run_parallel(["c"], _threads_command(tmp_path), jobs=2, log=lambda t: None)
+    assert (tmp_path / "c.env").read_text() == "4 -"

@@ -207,3 +207,11 @@ def test_adding_a_chapter_to_the_record_keeps_the_books_totals(monkeypatch, tmp_
     assert timings.chapter_table(record).loc["c", "timed"].startswith("alone")
     with pytest.raises(SystemExit):
         module.main(["--add"])                              # which chapters?
+    kept = tmp_path / "kept"
+    module.main(["--add", "c", "--cache", str(kept)])       # the networks kept in a folder of one's own
+    assert timed == {"names": ["c"], "empty": True}
+    (kept / "results" / "x").mkdir(parents=True)
+    (kept / "results" / "x" / "config.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        module.main(["--add", "c", "--cache", str(kept)])   # a filled cache: the cold pass would not be
+
