@@ -55,7 +55,7 @@ check-html: html
 # Side by side, each process evaluates on one torch thread and trains in two one-thread processes,
 # as `identlib refresh --jobs 2` does (identlib.runtime.side_by_side): a two-thread evaluation
 # beside another chapter's training stalls. A cell that trains a chapter's networks cold takes
-# up to about 25 minutes here beside another chapter (the phase chapter's searches); nbval's
+# 1209 to 1347 s here beside another chapter (the phase chapter's searches); nbval's
 # per-cell limit is raised from its 2000 s to 3600 s so that a slower CPU does not fail it.
 TEST_JOBS ?= 2
 TEST_THREADS ?= $(if $(filter 1,$(TEST_JOBS)),2,1)
