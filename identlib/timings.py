@@ -83,15 +83,20 @@ def profile_table(bench: dict) -> pd.DataFrame:
 
 def chapter_table(chapters: dict) -> pd.DataFrame:
     """Seconds per chapter with a cold and a warm results cache, and the book's totals (a chapter
-    timed alone after them, by ``bench/chapters.py --add``, says so in a column "timed"); where the
-    record has them, the networks each uses, their training arithmetic (GFLOP) and, for the book,
+    timed alone after them, by ``bench/chapters.py --add``, says so in a column "timed", with its
+    instruction set where the book's was another); where the record has them, the networks each uses, their training arithmetic (GFLOP) and, for the book,
     that arithmetic over its cold time as a share of the peak of as many cores as chapters ran at a
     time (the share for one chapter is not given: its cold time overlaps the others')."""
     rows = []
+    book_isa = chapters["meta"].get("instruction_set")
     for name, r in chapters["chapters"].items():
+        timed = "with the book"
+        if "date" in r:
+            isa = r.get("instruction_set")
+            timed = f"alone, {r['date'][:10]}" + (f", {isa}" if isa and isa != book_isa else "")
         rows.append({"chapter": name, "cold s": r["cold"], "warm s": r["warm"],
                      "networks": r.get("networks"), "training GFLOP": r.get("train_gflop"),
-                     "timed": f"alone, {r['date'][:10]}" if "date" in r else "with the book"})
+                     "timed": timed})
     book = chapters["book"]
     peak = max(chapters["meta"].get("float32_peak_gflops") or [float("nan")])
     total = book.get("train_gflop")

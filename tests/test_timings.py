@@ -137,6 +137,9 @@ def test_a_chapter_timed_alone_after_the_book_says_so():
     table = timings.chapter_table(later)
     assert table.timed.tolist() == ["with the book", "with the book", "alone, 2026-12-06", "with the book"]
     assert table.loc["the book, 2 at a time", "cold s"] == 80.0    # the book's totals as measured
+    for isa, timed in [("AVX2", "alone, 2026-12-06"), ("AVX512", "alone, 2026-12-06, AVX512")]:
+        row = {**later["chapters"]["c"], "instruction_set": isa}    # the book's CPU (AVX2), another
+        assert timings.chapter_table({**later, "chapters": {**later["chapters"], "c": row}}).loc["c", "timed"] == timed
 
 
 def test_jobs_table_sums_by_width_and_over_every_cnn():
