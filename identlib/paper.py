@@ -82,7 +82,7 @@ def _note(record: dict, failed: list[str] | None = None) -> str:
     """The note under the page's title: the run, and the chapter's claims that do not hold at
     this scale (``failed``), which the page's claims table shows with their values."""
     m = record["machine"]
-    params = ", ".join(f"`{k} = {v!r}`" for k, v in record["parameters"].items())
+    params = ", ".join(f"`{k} = {v!r}`" for k, v in sorted(record["parameters"].items()))  # as stored
     return (f"{NOTE_START}\n"
             f"This page is the chapter {{doc}}`../{record['chapter']}` executed with its "
             f"`{PROFILE}` profile ({params}), on {record['date']}, on {m['cpu']} "
