@@ -73,7 +73,8 @@ def _executed_chapter() -> nbformat.NotebookNode:
     fig.metadata["mystnb"] = {"figure": {"name": "fig-mini-a", "caption": "A."}}
     prose = nbformat.v4.new_markdown_cell(
         "{numref}`fig-mini-a` again, not fig-mini-ab; {doc}`the runtime <runtime>`; "
-        "[linear](linear_fcn.ipynb), [web](https://arxiv.org/abs/1902.04698), [here](#claims).")
+        "[linear](linear_fcn.ipynb), [web](https://arxiv.org/abs/1902.04698), [here](#claims).\n\n"
+        "````{exercise}\n:label: mini-ex-1\n\nWhy?\n````\n\n````{solution} mini-ex-1\nBecause.\n````")
     nb.cells = [title, fig, prose]
     return nb
 
@@ -87,6 +88,7 @@ def test_a_page_renames_its_labels_and_points_back_to_the_book():
     assert fig.metadata["mystnb"]["figure"]["name"] == "paper-fig-mini-a"
     assert "{numref}`paper-fig-mini-a` again, not fig-mini-ab" in prose.source
     assert "{doc}`the runtime <../runtime>`" in prose.source
+    assert ":label: paper-mini-ex-1" in prose.source and "{solution} paper-mini-ex-1" in prose.source
     assert "[linear](../linear_fcn.ipynb)" in prose.source
     assert "(https://arxiv.org/abs/1902.04698)" in prose.source and "[here](#claims)" in prose.source
     assert "`channels = 128`" in note.source and "1 h 02 min" in note.source
