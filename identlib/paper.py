@@ -4,10 +4,11 @@
 :func:`store` executes a chapter with its paper profile (resuming from the results cache: an
 interrupted run keeps every network it finished) and stores the executed notebook only if every
 cell succeeded, as :func:`identlib.chapters.refresh` does. The stored copy is the chapter itself,
-made a page of its own: its figure and exercise labels are prefixed (``fig-x`` becomes ``paper-fig-x``, so
-the two pages do not define one label twice), its links point back to the book's folder, its title
-says the scale, and a note under the title records the run (:func:`run_record`: date, machine,
-device, wall time, parameters), which the notebook's metadata also holds (``identlib.run``).
+made a page of its own: its figure and exercise labels are prefixed (``fig-x`` becomes
+``paper-fig-x``, so the two pages do not define one label twice), its links point back to the
+book's folder, its title says the scale, and a note under the title records the run
+(:func:`run_record`: date, machine, device, wall time, parameters), which the notebook's metadata
+also holds (``identlib.run``).
 CI never executes these notebooks; it checks their stored claims and renders them.
 
 :func:`index` writes the part's first page, ``book/paper/index.md``: what is stored, and for the
@@ -140,7 +141,8 @@ def paper_copy(nb, record: dict):
             labels.add(figure["name"])
         if cell.cell_type == "markdown":
             labels.update(re.findall(r"^\((\S+)\)=\s*$", cell.source, re.M))
-            labels.update(re.findall(r"^:(?:name|label):\s*(\S+)\s*$", cell.source, re.M))  # figures, exercises
+            # the names of figures and the labels of exercises
+            labels.update(re.findall(r"^:(?:name|label):\s*(\S+)\s*$", cell.source, re.M))
     rename = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, sorted(labels, key=len, reverse=True)))
                         + r")(?![\w-])") if labels else None
     for cell in nb.cells:

@@ -84,9 +84,10 @@ def profile_table(bench: dict) -> pd.DataFrame:
 def chapter_table(chapters: dict) -> pd.DataFrame:
     """Seconds per chapter with a cold and a warm results cache, and the book's totals (a chapter
     timed alone after them, by ``bench/chapters.py --add``, says so in a column "timed", with its
-    instruction set where the book's was another); where the record has them, the networks each uses, their training arithmetic (GFLOP) and, for the book,
-    that arithmetic over its cold time as a share of the peak of as many cores as chapters ran at a
-    time (the share for one chapter is not given: its cold time overlaps the others')."""
+    instruction set where the book's was another); where the record has them, the networks each
+    uses, their training arithmetic (GFLOP) and, for the book, that arithmetic over its cold time
+    as a share of the peak of as many cores as chapters ran at a time (the share for one chapter is
+    not given: its cold time overlaps the others')."""
     rows = []
     book_isa = chapters["meta"].get("instruction_set")
     for name, r in chapters["chapters"].items():
