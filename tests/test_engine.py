@@ -63,9 +63,10 @@ def test_members_stop_at_tol_where_a_lone_run_stops():
     assert outcomes == [(100, True)] * 3 + [(600, False)]       # three stop early, one trains on
 
 
+@pytest.mark.parametrize("channels", [6, 2 * engine.CHANNELS_LAST_MAX])   # channels-last or not
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_cnns_of_any_depth_and_init_train_together_as_each_alone(optimizer):
-    base = TINY["cnn"].replace(bias=True, **OPTIMIZERS[optimizer])
+def test_cnns_of_any_depth_and_init_train_together_as_each_alone(optimizer, channels):
+    base = TINY["cnn"].replace(bias=True, channels=channels, **OPTIMIZERS[optimizer])
     configs = [base.replace(depth=3, seed=0), base.replace(depth=1, seed=1),
                base.replace(depth=4, init="he", seed=2), base.replace(depth=2, init_scale=0.5, seed=3),
                base.replace(depth=4, seed=4)]
@@ -152,6 +153,22 @@ def test_grouped_divergence_raises():
     x = data.training_image().unsqueeze(0)
     with pytest.raises(TrainingDiverged, match="member 0 diverged"):
         engine.fit_group(nets, x, x, generators=[None, None], lr=1e3, steps=60)
+
+
+def test_narrow_groups_keep_their_activations_channels_last(monkeypatch):
+    from identlib.models import CNN
+
+    conv2d, seen = torch.nn.functional.conv2d, []
+    monkeypatch.setattr(torch.nn.functional, "conv2d",
+                        lambda h, *a, **k: seen.append((h, k.get("groups", 1))) or conv2d(h, *a, **k))
+    for channels in (4, engine.CHANNELS_LAST_MAX, engine.CHANNELS_LAST_MAX + 1):
+        group = engine.stack([CNN(3, channels=channels), CNN(3, channels=channels)])
+        assert group.channels_last == (channels <= engine.CHANNELS_LAST_MAX)
+        seen.clear()
+        assert group(torch.rand(1, 2, 1, 28, 28)).shape == (2, 2, 1, 28, 28)
+        hidden = [h for h, groups in seen if groups == 2]          # the second layer's input
+        assert len(hidden) == 1
+        assert hidden[0].is_contiguous(memory_format=torch.channels_last) == group.channels_last
 
 
 def test_stack_rejects_mixed_models():
