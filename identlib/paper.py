@@ -26,7 +26,7 @@ from . import chapters as ch
 from .cache import stored_since
 from .config import ConfigError
 
-__all__ = ["PROFILE", "folder", "stored", "store", "run_record", "paper_copy", "index", "index_text",
+__all__ = ["PROFILE", "folder", "stored", "store", "record", "run_record", "paper_copy", "index", "index_text",
            "runs_table", "glued"]
 
 PROFILE = "paper"
@@ -232,8 +232,7 @@ def index_text() -> str:
     rows = ["| chapter | stored run | what it runs and costs |", "|---|---|---|"]
     for name in with_paper_profile():
         if name in have:
-            nb = ch.read_notebook(have[name])
-            r = nb.metadata.get("identlib", {}).get("run", {})
+            r = record(name)
             claims = [Claim(**c) for c in read_claims(have[name])]
             held = sum(c.holds for c in claims)
             status = (f"{{doc}}`{r.get('date', '?')} <{name}>`: {r.get('machine', {}).get('device', '?')}, "
@@ -288,7 +287,7 @@ def runs_table() -> "pd.DataFrame":
 
     rows = []
     for name, path in stored().items():
-        r = ch.read_notebook(path).metadata.get("identlib", {}).get("run", {})
+        r = record(name)
         m = r.get("machine", {})
         claims = [Claim(**c) for c in read_claims(path)]
         rows.append({"chapter": name, "date": r.get("date"),
@@ -299,6 +298,16 @@ def runs_table() -> "pd.DataFrame":
     columns = ["chapter", "date", "machine", "device", "wall, h", "networks trained", "networks used",
                "claims held"]
     return pd.DataFrame(rows, columns=columns).set_index("chapter")
+
+
+def record(chapter: str) -> dict:
+    """How the stored paper-scale page of ``chapter`` was made (its notebook's
+    ``metadata["identlib"]["run"]``: date, machine, wall time, networks, the profile's
+    ``parameters``), or ``{}`` if no page is stored."""
+    page = stored().get(chapter)
+    if page is None:
+        return {}
+    return ch.read_notebook(page).metadata.get("identlib", {}).get("run", {})
 
 
 def glued(chapter: str) -> dict:

@@ -44,7 +44,8 @@ def test_no_stored_claim_fails_silently(name):
 def test_the_stored_run_is_the_current_paper_profile(name):
     """A page made with an older profile would show settings the profile no longer has:
     `make paper` (or `identlib refresh --profile paper NAME`) makes it again."""
-    record = ch.read_notebook(paper.stored()[name]).metadata["identlib"]["run"]
+    record = paper.record(name)
+    assert record == ch.read_notebook(paper.stored()[name]).metadata["identlib"]["run"]
     assert record["chapter"] == name and record["profile"] == "paper"
     assert record["parameters"] == json.loads(json.dumps(ch.resolve(name, None, "paper")))
     assert record["date"] and record["wall_seconds"] >= 0
@@ -174,12 +175,13 @@ def test_the_runtime_page_lists_every_stored_run():
 
 
 def test_a_chapter_reads_what_its_paper_page_glued(mini_book):
-    assert paper.glued("mini") == {}
+    assert paper.glued("mini") == {} and paper.record("mini") == {}
     nb = nbformat.read(mini_book / "mini.ipynb", as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("il.glue('mini_n', p.n)\nil.glue('mini_name', 'two')"))
     nbformat.write(nb, mini_book / "mini.ipynb")
     paper.store("mini", progress=False)
     assert paper.glued("mini") == {"mini_n": 2, "mini_name": "two"}
+    assert paper.record("mini")["parameters"]["n"] == 2
 
 
 def test_a_page_names_the_claims_that_do_not_hold_at_its_scale(mini_book):
