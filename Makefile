@@ -13,7 +13,8 @@
 #               on a GPU; resumes from the results cache. CI checks their claims, never runs them
 #   make bench  training speed: every way identlib trains a network against the plain PyTorch
 #               loop and the machine's peak, and the book's CNNs (those of the results cache)
-#               alone and grouped; bench-chapters: each chapter's run time, cold and warm cache,
+#               alone and grouped, and a narrow group's activations channels-last against
+#               contiguous; bench-chapters: each chapter's run time, cold and warm cache,
 #               and the book's. Both write book/data/runtime/, which the Runtime chapter
 #               reads (then `identlib refresh runtime`)
 PYTHON ?= python3
@@ -97,6 +98,7 @@ unit: env
 
 bench: env
 	$(BIN)/python bench/bench.py --jobs-from $(IDENTLIB_CACHE_DIR)
+	$(BIN)/python bench/memory_format.py
 
 bench-chapters: env
 	$(BIN)/python bench/chapters.py

@@ -1,7 +1,9 @@
 """The Runtime chapter's tables, from what the benchmarks measured (``book/data/runtime/*.json``).
 
-``bench/bench.py`` writes ``bench.json`` (training speed, per case and variant) and
-``bench/chapters.py`` writes ``chapters.json`` (each chapter's cold and warm run time). Nothing here
+``bench/bench.py`` writes ``bench.json`` (training speed, per case and variant),
+``bench/chapters.py`` writes ``chapters.json`` (each chapter's cold and warm run time) and
+``bench/memory_format.py`` writes ``layout.json`` (a grouped CNN's step, channels-last against
+contiguous). Nothing here
 times anything: these functions only turn a run's record into tables, ratios and estimates.
 """
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["measured", "machine", "step_table", "trained_table", "profile_table", "chapter_table",
-           "jobs_table", "paper_scale"]
+           "jobs_table", "layout_table", "paper_scale"]
 
 
 def measured(name: str, folder: str | Path | None = None) -> dict | None:
@@ -123,6 +125,19 @@ def jobs_table(bench: dict) -> pd.DataFrame:
     by["alone / grouped"] = by.alone_cpu_s / by.grouped_cpu_s
     by["networks"] = by["networks"].astype(int)
     return by.rename(columns={"alone_cpu_s": "alone, CPU s", "grouped_cpu_s": "grouped, CPU s"})
+
+
+def layout_table(layout: dict) -> pd.DataFrame:
+    """Per width and kernel size (``layout.json``): a grouped network's median step with its
+    activations contiguous and channels-last, in milliseconds, the ratio (above 1: channels-last
+    is faster) and whether the engine keeps that width channels-last (the record's
+    ``channels_last_max``)."""
+    df = pd.DataFrame(layout["cases"]).set_index(["channels", "kernel_size"])
+    out = pd.DataFrame({"contiguous, ms": 1e3 * df.contiguous_s,
+                        "channels-last, ms": 1e3 * df.channels_last_s,
+                        "contiguous / channels-last": df.contiguous_s / df.channels_last_s})
+    out["kept channels-last"] = out.index.get_level_values("channels") <= layout["meta"]["channels_last_max"]
+    return out
 
 
 def paper_scale(bench: dict, depths, seeds: int, steps: int) -> pd.DataFrame:

@@ -154,6 +154,29 @@ def test_jobs_table_sums_by_width_and_over_every_cnn():
     assert table.loc["every CNN", "alone / grouped"] == pytest.approx(9 / 5)
 
 
+def test_layout_table_gives_the_ratio_and_the_widths_kept_channels_last():
+    layout = {"meta": dict(META, channels_last_max=8), "cases": [
+        {"channels": 4, "kernel_size": 5, "contiguous_s": 0.03, "channels_last_s": 0.015},
+        {"channels": 16, "kernel_size": 5, "contiguous_s": 0.04, "channels_last_s": 0.05}]}
+    table = timings.layout_table(layout)
+    assert table.loc[(4, 5), "contiguous / channels-last"] == pytest.approx(2.0)
+    assert table.loc[(16, 5), "contiguous, ms"] == pytest.approx(40.0)
+    assert list(table["kept channels-last"]) == [True, False]
+
+
+def test_the_layout_benchmark_writes_the_record_the_runtime_page_reads(tmp_path):
+    spec = importlib.util.spec_from_file_location("memory_format", ROOT / "bench" / "memory_format.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.CASES = [(4, 3)]
+    out = tmp_path / "layout.json"
+    bench.main(["--steps", "3", "--rounds", "1", "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert record["meta"]["channels_last_max"] == bench.engine.CHANNELS_LAST_MAX
+    assert timings.layout_table(record).shape == (1, 4)
+    assert bench.engine.CHANNELS_LAST_MAX == record["meta"]["channels_last_max"]   # restored
+
+
 def test_the_books_cnns_are_timed_alone_and_as_the_cached_paths_jobs(tmp_path, monkeypatch):
     bench = _bench()
     import identlib as il
