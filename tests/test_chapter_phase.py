@@ -22,6 +22,8 @@ def test_phase_with_small_networks_searches_every_setting_and_states_every_claim
     assert re.search(r"\d+ networks in the searches; a scan of every depth would need 48", text)
     assert re.search(r"(holds|FAILS)  the identity ends before every output pixel sees the whole "
                      r"image .*\(value < 55, 16 searches\)", text)
+    assert re.search(r"(holds|FAILS)  no network memorizes before every output pixel sees the whole "
+                     r"image .*\(value >= 55, 16 searches\)", text)       # every search, memorizing or not
     assert re.search(r"\d+ of \d+ claims hold", text)
     assert outputs(ch.chapters()["phase"]) != text
 
