@@ -15,8 +15,8 @@ Grouping pays for small CNNs, whose steps are mostly per-operation overhead (abo
 8-channel networks, 1.3 for 16 channels); it is about even for 128 channels and does not pay for
 FCNs, whose steps are bound by memory (the Runtime chapter). A grouped CNN of at most
 :data:`CHANNELS_LAST_MAX` channels keeps its activations channels-last, where oneDNN's grouped
-convolution is faster (bench/memory_format.py); the arithmetic is the same, in another order. :func:`identlib.run_all` and
-:func:`identlib.sweep` train CNNs in groups (:func:`group_key`, :func:`fit_configs`), unless
+convolution is faster (bench/memory_format.py); the arithmetic is the same, in another order.
+:func:`identlib.run_all` and :func:`identlib.sweep` train CNNs in groups (:func:`group_key`, :func:`fit_configs`), unless
 ``$IDENTLIB_GROUP=0``; each cached network records its group size.
 
 A member that reaches ``tol``, or its own number of steps, stops where a lone run would stop: its

@@ -232,7 +232,7 @@ def index_text() -> str:
     rows = ["| chapter | stored run | what it runs and costs |", "|---|---|---|"]
     for name in with_paper_profile():
         if name in have:
-            r = record(name)
+            r = _record(have[name])
             claims = [Claim(**c) for c in read_claims(have[name])]
             held = sum(c.holds for c in claims)
             status = (f"{{doc}}`{r.get('date', '?')} <{name}>`: {r.get('machine', {}).get('device', '?')}, "
@@ -287,7 +287,7 @@ def runs_table() -> "pd.DataFrame":
 
     rows = []
     for name, path in stored().items():
-        r = record(name)
+        r = _record(path)
         m = r.get("machine", {})
         claims = [Claim(**c) for c in read_claims(path)]
         rows.append({"chapter": name, "date": r.get("date"),
@@ -305,8 +305,10 @@ def record(chapter: str) -> dict:
     ``metadata["identlib"]["run"]``: date, machine, wall time, networks, the profile's
     ``parameters``), or ``{}`` if no page is stored."""
     page = stored().get(chapter)
-    if page is None:
-        return {}
+    return {} if page is None else _record(page)
+
+
+def _record(page: Path) -> dict:
     return ch.read_notebook(page).metadata.get("identlib", {}).get("run", {})
 
 
