@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["TrainingDiverged", "TrainResult", "train", "fit", "one_thread", "make_optimizer", "autocast",
-           "PRECISIONS"]
+           "PRECISIONS", "fcn_gd_step"]
 
 CHECK_EVERY = 50  # steps between host synchronizations (divergence and convergence checks)
 BLOWUP = 1e3      # a loss this many times its starting value counts as diverged
@@ -87,8 +87,13 @@ def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, opti
     ``BLOWUP`` times the first, raises :class:`TrainingDiverged`. ``precision`` "bf16" runs the forward pass under :func:`autocast`.
     ``callback(t, model)``, if given, is called after each step t = 1, 2, ... (for example to keep
     snapshots of the weights); it must not change the model.
+
+    A bias-free FCN trained by plain float32 gradient steps (``gd`` or ``sgd`` without momentum:
+    the FCN chapters' recipe) takes its steps by hand (:func:`fcn_gd_step`); every other network,
+    optimizer or precision steps through autograd and :func:`make_optimizer`.
     """
     opt = make_optimizer(optimizer, model.parameters(), lr, momentum)
+    by_hand = _steps_by_hand(model, optimizer, momentum, precision, loss_reduction)
     n = len(inputs)
     full = batch_size <= 0 or batch_size >= n
     losses = torch.zeros(steps, dtype=torch.float64, device=inputs.device)  # read every few steps
@@ -110,11 +115,14 @@ def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, opti
                 idx = order[cursor:cursor + batch_size].to(inputs.device)
                 cursor += batch_size
                 x, y = inputs[idx], targets[idx]
-            with autocast(precision, inputs.device.type):
-                loss = F.mse_loss(model(x), y, reduction=loss_reduction)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if by_hand is not None:
+                loss = fcn_gd_step(*by_hand, x, y, lr=lr, loss_reduction=loss_reduction)
+            else:
+                with autocast(precision, inputs.device.type):
+                    loss = F.mse_loss(model(x), y, reduction=loss_reduction)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
             losses[step] = loss.detach()
             taken = step + 1
             if callback is not None:
@@ -142,6 +150,62 @@ def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, opti
     if not converged and tol > 0 and taken and math.isfinite(history[-1]):
         converged = bool(history[-1] < tol)
     return TrainResult(loss=history, steps=taken, converged=converged)
+
+
+def _steps_by_hand(model: nn.Module, optimizer: str, momentum: float, precision: str,
+                   loss_reduction: str):
+    """``(weights, relu)`` for :func:`fcn_gd_step` if ``model`` is an FCN without biases trained
+    by plain float32 gradient steps (no momentum); otherwise None (autograd and the optimizer)."""
+    from .models import FCN
+
+    if not (isinstance(model, FCN) and optimizer in ("gd", "sgd") and momentum == 0
+            and precision == "float32" and loss_reduction in ("sum", "mean")
+            and isinstance(model.act, (nn.ReLU, nn.Identity))
+            and all(layer.bias is None for layer in model.layers)):
+        return None
+    return [layer.weight for layer in model.layers], isinstance(model.act, nn.ReLU)
+
+
+def fcn_gd_step(weights: list[torch.Tensor], relu: bool, x: torch.Tensor, y: torch.Tensor, *,
+                lr: float, loss_reduction: str = "mean") -> torch.Tensor:
+    """One gradient step of a bias-free FCN (layer weights ``weights``, ReLU between layers if
+    ``relu``) on the squared error of ``x`` against ``y``, taken by hand; returns the loss before it.
+
+    The forward pass keeps each layer's input; the backward pass takes each layer's gradient
+    with respect to its input before updating its weights in place, ``W -= lr * g.T @ a`` (one
+    ``addmm_``), so no gradient tensor is allocated and no optimizer reads one back: each step
+    passes over the weights three times instead of five or more. It is the same step as autograd
+    and ``torch.optim.SGD`` to float rounding (the tests compare the trained functions), and
+    1.8 to 6 times faster at batch 1 (the Runtime chapter's table).
+
+    >>> w = [torch.eye(2).requires_grad_()]
+    >>> x = torch.tensor([[1.0, 0.0]])
+    >>> float(fcn_gd_step(w, False, x, 2 * x, lr=0.25, loss_reduction="sum")), w[0].tolist()
+    (1.0, [[1.5, 0.0], [0.0, 1.0]])
+    """
+    last = len(weights) - 1
+    with torch.no_grad():
+        h = x.flatten(1)
+        inputs = []
+        for i, w in enumerate(weights):
+            inputs.append(h)
+            h = torch.mm(h, w.t())
+            if relu and i < last:
+                h = h.clamp_min_(0)
+        diff = h - y.flatten(1)
+        loss = diff.square().sum()
+        scale = 2.0
+        if loss_reduction == "mean":
+            loss = loss / diff.numel()
+            scale = 2.0 / diff.numel()
+        g = diff.mul_(scale)
+        for i in range(last, -1, -1):
+            a = inputs[i]
+            g_in = torch.mm(g, weights[i]) if i else None
+            weights[i].addmm_(g.t(), a, alpha=-lr)
+            if i:
+                g = g_in.mul_(a > 0) if relu else g_in
+    return loss
 
 
 @contextlib.contextmanager
