@@ -19,7 +19,9 @@ Every variant trains the case's networks from the same initial weights (each see
 Each step is timed (the median step is the estimate least disturbed by other jobs), and so are the
 wall and CPU time of the whole run, all on one thread, as every cached network is trained. The
 arithmetic of a step is counted analytically, and this machine's peak is that of a large
-``torch.mm`` in the same precision, measured at the start and the end. After training, each
+``torch.mm`` in the same precision, measured at the start and the end, as is its memory bandwidth
+(:func:`stream_bandwidth`), the limit of an FCN's step at batch 1, whose weights are read from
+memory and used once each (:func:`hand_step_bytes`). After training, each
 variant's networks are scored on the test panel against the plain loop's. A ``trained`` case
 trains to the config's full number of steps, so that those scores compare verdicts.
 
@@ -47,7 +49,6 @@ import identlib as il
 from identlib import engine
 from identlib.reference import plain_loop
 from identlib.train import fit
-from identlib.train import fit
 
 OUT = Path(__file__).resolve().parents[1] / "book" / "data" / "runtime" / "bench.json"
 
@@ -68,6 +69,10 @@ class Case:
 ADAM_CNN = il.RunConfig(model="cnn", activation="relu", channels=128, kernel_size=5, optimizer="adam",
                         lr=1e-4)
 ADAM_FCN = il.RunConfig(model="fcn", activation="relu", depth=6, width=784, optimizer="adam", lr=1e-4)
+# The FCN chapters' recipe (one image, full-batch gradient descent on the summed error), which
+# identlib.train.fcn_gd_step steps by hand, at the nonlinear chapter's widest and deepest default.
+GD_FCN = il.RunConfig(model="fcn", activation="relu", depth=8, width=2048, optimizer="gd", lr=3e-4,
+                      loss_reduction="sum")
 # The deep-CNN chapter's recipe, the one that memorizes at depth 20.
 RECIPE = il.RunConfig(model="cnn", depth=20, channels=16, kernel_size=5, activation="relu", bias=True,
                       init="default", optimizer="gd", momentum=0.9, lr=0.01, steps=4000)
@@ -78,6 +83,7 @@ CASES = (
     Case("CNN depth 5, 1024 ch", ADAM_CNN.replace(depth=5, channels=1024), 3),
     Case("FCN depth 6, width 784", ADAM_FCN, 200),
     Case("FCN 60k, batch 100", ADAM_FCN.replace(n_train=60000, batch_size=100, lr=1e-3), 600),
+    Case("FCN depth 8, width 2048, GD", GD_FCN, 60),
     Case("recipe, depth 20, 16 ch, 4 seeds", RECIPE, 40, seeds=4, variants=GROUP_VARIANTS),
     Case("recipe, depth 20, 16 ch, trained", RECIPE, RECIPE.steps, seeds=2, variants=GROUP_VARIANTS,
          trained=True),
@@ -99,6 +105,35 @@ def step_flops(c: il.RunConfig) -> float:
     first (the input needs none)."""
     per_pass = forward_flops(c)
     return 3 * sum(per_pass) - per_pass[0]
+
+
+def weight_bytes(c: il.RunConfig) -> list[int]:
+    """Bytes of each layer's weights (float32)."""
+    sizes = il.models.layer_sizes(c)
+    per_output = c.kernel_size ** 2 if c.model == "cnn" else 1
+    return [4 * per_output * a * b for a, b in zip(sizes, sizes[1:])]
+
+
+def hand_step_bytes(c: il.RunConfig) -> int:
+    """Weight bytes that one step of :func:`identlib.train.fcn_gd_step` moves through memory: every
+    layer's weights read by the forward pass, read again for the input gradient (all but the first
+    layer), then read and written by the in-place update. At batch 1 the activations are a few
+    kilobytes, so this is a step's memory traffic."""
+    w = weight_bytes(c)
+    return 4 * sum(w) - w[0]
+
+
+def stream_bandwidth(n: int = 2 ** 26, reps: int = 5) -> float:
+    """GB/s of the best of ``reps`` in-place ``a += 0.5 * b`` over two float32 arrays of ``n``
+    (256 MB each; two reads and a write per element): the memory bandwidth one thread reaches
+    with the access pattern of a weight update."""
+    a, b = torch.rand(n), torch.rand(n)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a.add_(b, alpha=0.5)
+        best = min(best, time.perf_counter() - t)
+    return 3 * 4 * n / best / 1e9
 
 
 def mm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 6) -> float:
@@ -186,6 +221,8 @@ def bench_case(case: Case, rounds: int, panel) -> dict:
     out = {"name": case.name, "config": case.config.to_dict(), "steps": case.steps, "seeds": case.seeds,
            "trained": case.trained, "rounds": rounds, "gflop_per_step": flops / 1e9,
            "variants": {}}
+    if case.config.model == "fcn" and case.config.optimizer == "gd":
+        out["hand_step_gb"] = hand_step_bytes(case.config) / 1e9
     for v, vruns in runs.items():
         seconds = [t for run in vruns for t in run["step_seconds"]]
         median = statistics.median(seconds)
@@ -297,7 +334,8 @@ def main(argv=None) -> None:
     t0 = time.time()
     meta = {**il.runtime.platform(), "threads": setup["threads"], "date": time.strftime("%Y-%m-%d %H:%M"),
             "load_start": os.getloadavg()[0], "quick": args.quick}
-    peaks = {"float32": [mm_peak(torch.float32)], "bf16": [mm_peak(torch.bfloat16)]}
+    peaks = {"float32": [mm_peak(torch.float32)], "bf16": [mm_peak(torch.bfloat16)],
+             "stream_gbps": [stream_bandwidth()]}
     panel = il.test_panel()
     results = []
     for case in cases:
@@ -315,6 +353,7 @@ def main(argv=None) -> None:
         "config": deep.to_dict(), "runs": [profile_step(deep, p, 2 if args.quick else 4) for p in ("float32", "bf16")]}
     peaks["float32"].append(mm_peak(torch.float32))
     peaks["bf16"].append(mm_peak(torch.bfloat16))
+    peaks["stream_gbps"].append(stream_bandwidth())
     meta.update(minutes=(time.time() - t0) / 60, load_end=os.getloadavg()[0])
     for r in results:                    # each case keeps its run's machine, load and peaks
         r["meta"], r["peaks"] = meta, peaks

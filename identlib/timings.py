@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["measured", "machine", "step_table", "trained_table", "profile_table", "chapter_table",
-           "jobs_table", "layout_table", "paper_scale"]
+           "jobs_table", "layout_table", "paper_scale", "bandwidth_table"]
 
 
 def measured(name: str, folder: str | Path | None = None) -> dict | None:
@@ -57,6 +57,22 @@ def step_table(bench: dict) -> pd.DataFrame:
                          "GFLOP/s": v["gflops"], "% of peak": 100 * v["gflops"] / _peak(case, precision),
                          "noise %": 100 * v["noise"]})
     return pd.DataFrame(rows).set_index(["case", "variant"])
+
+
+def bandwidth_table(bench: dict) -> pd.DataFrame:
+    """The cases trained by gradient steps taken by hand (an FCN at batch 1): per case, the weight
+    bytes a step moves, the engine's float32 step, the bandwidth that makes, and its share of the
+    machine's streaming bandwidth measured in the same run (the best of its start and end)."""
+    rows = []
+    for case in bench["cases"]:
+        if "hand_step_gb" not in case or "stream_gbps" not in case["peaks"]:
+            continue
+        step = case["variants"]["engine fp32"]["step_seconds"]
+        stream = max(case["peaks"]["stream_gbps"])
+        rows.append({"case": case["name"], "GB/step": case["hand_step_gb"], "ms/step": 1e3 * step,
+                     "GB/s": case["hand_step_gb"] / step, "stream GB/s": stream,
+                     "% of bandwidth": 100 * case["hand_step_gb"] / step / stream})
+    return pd.DataFrame(rows).set_index("case") if rows else pd.DataFrame()
 
 
 def trained_table(bench: dict) -> pd.DataFrame:

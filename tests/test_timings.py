@@ -113,6 +113,43 @@ def test_step_arithmetic_counts_every_layer():
     assert bench.step_flops(c) == 3 * sum(forward) - forward[0]       # no input gradient for the input
 
 
+def test_a_hand_step_moves_the_weights_four_times_but_the_first_layer_three():
+    bench = _bench()
+    import identlib as il
+
+    c = il.RunConfig(model="fcn", depth=3, width=100)
+    w = [4 * 784 * 100, 4 * 100 * 100, 4 * 100 * 784]
+    assert bench.weight_bytes(c) == w
+    assert bench.hand_step_bytes(c) == 3 * w[0] + 4 * w[1] + 4 * w[2]
+
+
+def test_bandwidth_table_sets_a_hand_step_against_the_runs_stream_bandwidth():
+    fcn = _case("FCN, GD", {"plain": 0.04, "engine fp32": 0.02})
+    fcn["hand_step_gb"] = 0.5
+    fcn["peaks"] = dict(fcn["peaks"], stream_gbps=[20.0, 25.0])
+    table = timings.bandwidth_table({"cases": RECORD["cases"] + [fcn]})
+    assert list(table.index) == ["FCN, GD"]                           # only the hand-stepped case
+    assert table.loc["FCN, GD", "GB/s"] == pytest.approx(25.0)
+    assert table.loc["FCN, GD", "% of bandwidth"] == pytest.approx(100.0)   # the better of the two
+    assert timings.bandwidth_table(RECORD).empty                      # a record from before
+
+
+def test_the_benchmark_records_a_hand_steps_traffic_and_the_bandwidth(tmp_path, monkeypatch):
+    bench = _bench()
+    import identlib as il
+
+    c = il.RunConfig(model="fcn", depth=2, width=64, optimizer="gd", lr=1e-3, loss_reduction="sum")
+    monkeypatch.setattr(bench, "CASES", (bench.Case("tiny FCN", c, 4),))
+    monkeypatch.setattr(bench, "stream_bandwidth", lambda: 10.0)
+    monkeypatch.setattr(bench, "mm_peak", lambda dtype: 50.0)
+    out = tmp_path / "bench.json"
+    bench.main(["--quick", "--only", "tiny FCN", "--out", str(out)])
+    case = json.loads(out.read_text())["cases"][0]
+    assert case["hand_step_gb"] == pytest.approx(bench.hand_step_bytes(c) / 1e9)
+    assert case["peaks"]["stream_gbps"] == [10.0, 10.0]
+    assert timings.bandwidth_table(json.loads(out.read_text())).loc["tiny FCN", "GB/s"] > 0
+
+
 CHAPTERS = {"meta": dict(META, float32_peak_gflops=[100.0, 90.0], cpu_minutes=3.0),
             "chapters": {"a": {"cold": 60.0, "warm": 5.0, "networks": 2, "train_gflop": 3000.0},
                          "b": {"cold": 30.0, "warm": 4.0, "networks": 1, "train_gflop": 1000.0}},
