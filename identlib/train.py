@@ -176,7 +176,7 @@ def fcn_gd_step(weights: list[torch.Tensor], relu: bool, x: torch.Tensor, y: tor
     ``addmm_``), so no gradient tensor is allocated and no optimizer reads one back: each step
     passes over the weights three times instead of five or more. It is the same step as autograd
     and ``torch.optim.SGD`` to float rounding (the tests compare the trained functions), and
-    1.8 to 6 times faster at batch 1 (the Runtime chapter's table).
+    faster at batch 1, where a step is bound by memory (the Runtime chapter measures both).
 
     >>> w = [torch.eye(2).requires_grad_()]
     >>> x = torch.tensor([[1.0, 0.0]])
