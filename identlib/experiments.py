@@ -468,6 +468,7 @@ def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, f
         return (cache.entry(c) / name).exists() or (diverged == "report" and (cache.entry(c) / DIVERGED).exists())
 
     _train_uncached([c for c in configs if not known(c)], workers=workers, group=group, executor=executor)
+    _score_unstored([c for c in configs if not known(c)], inputs, x_hat, columns, name, diverged, workers)
     frames = []
     for c in configs:
         _trace(c)
@@ -488,6 +489,45 @@ def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, f
     if diverged == "report":
         frames = [f if "diverged" in f else f.assign(diverged=False) for f in frames]
     return _with_fields(configs, frames, fields)
+
+
+def _score_unstored(configs, inputs, x_hat, columns: dict, name: str, diverged: str,
+                    workers: int | None) -> None:
+    """The score tables of the configs whose weights are too large for the results cache
+    (``$IDENTLIB_CACHE_MAX_MB``), computed in ``workers`` one-thread processes where there are two or
+    more of each: each worker trains a network, scores it and stores only its score table (or,
+    with ``diverged="report"``, its divergence marker), which :func:`sweep` then reads. Otherwise
+    :func:`sweep` trains them one at a time in this process. A network that another process
+    (a chapter executed side by side) is training is left to it."""
+    if workers is None:
+        from .runtime import workers as runtime_workers
+
+        workers = runtime_workers()
+    big = sorted(dict.fromkeys(c for c in configs if _stored_mb(c) > MAX_STORED_MB), key=_step_cost,
+                 reverse=True)
+    if workers < 2 or len(big) < 2:
+        return
+    cache.ensure_writable()
+    claims = [cache.claim(c, wait=False) for c in big]
+    try:
+        mine = [c for c, claimed in zip(big, claims) if claimed.held]
+        in_pool(_score_one, [(c, inputs, x_hat, columns, name, diverged) for c in mine], workers)
+    finally:
+        for claimed in claims:
+            claimed.release()
+
+
+def _score_one(config: RunConfig, inputs, x_hat, columns: dict, name: str, diverged: str) -> None:
+    """A task of :func:`_score_unstored`, in a worker: train ``config`` (not stored: too large),
+    and store its score table under ``name``; a network that diverges stores its marker where
+    ``diverged="report"`` and is otherwise left to :func:`sweep`, which trains it again and raises."""
+    try:
+        df = _score_frame(run(config), inputs, x_hat, columns)
+    except TrainingDiverged as err:
+        if diverged == "report":
+            cache.write_artifact(config, DIVERGED, lambda f: f.write(str(err).encode()))
+        return
+    cache.write_artifact(config, name, lambda f: df.to_pickle(f))
 
 
 DIVERGED = "diverged.txt"     # marker of a config whose training diverges (sweep's diverged="report")

@@ -258,6 +258,27 @@ def test_large_weights_are_not_stored_but_their_scores_are(monkeypatch):
     assert json.loads((folder / "config.json").read_text()) == TINY.to_dict()
 
 
+def test_scores_of_large_networks_are_computed_in_workers(monkeypatch, tmp_path):
+    """Networks too large to store train and score two at a time in workers, which store only
+    their score tables: the same table as training them one at a time here, and nothing trained
+    here."""
+    monkeypatch.setenv("IDENTLIB_CACHE_MAX_MB", "0")          # what the spawned workers read
+    monkeypatch.setattr(experiments, "MAX_STORED_MB", 0.0)
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    configs = experiments.grid(TINY, seed=[0, 1, 2])
+    here = experiments.sweep(configs, x, workers=0, name=["a", "b", "c"])
+    monkeypatch.setenv("IDENTLIB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(experiments, "_train", no_training)   # this process trains nothing
+    pooled = experiments.sweep(configs, x, workers=2, name=["a", "b", "c"])
+    folders = [tmp_path / "results" / c.digest() for c in configs]
+    assert not any((f / "result.pt").exists() for f in folders)
+    assert all(len(list(f.glob("scores-*.pkl"))) == 1 for f in folders)
+    score_cols = ["corr_identity", "corr_constant", "mse_identity", "mse_constant"]
+    np.testing.assert_allclose(pooled[score_cols].to_numpy(), here[score_cols].to_numpy(), rtol=1e-5,
+                               atol=1e-6)
+    assert list(pooled["name"]) == list(here["name"]) and list(pooled["seed"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
 def test_run_all_in_worker_processes_matches_in_process_training(restore_threads):
     """Workers train with one thread each, as this process does: a network trained alone in a
     worker is what run() gives here, bit for bit, even while this process uses two threads
