@@ -129,11 +129,17 @@ def renote(path: Path) -> Path:
     return path
 
 
+CHAPTER_ONLY = "chapter-only"
+
+
 def paper_copy(nb, record: dict):
-    """The executed chapter ``nb`` (an nbformat node) made the page of its paper-scale run: labels
-    prefixed, links to the book's folder, the title and the run's note. Modifies and returns it."""
+    """The executed chapter ``nb`` (an nbformat node) made the page of its paper-scale run: the
+    cells tagged ``chapter-only`` left out (a chapter's comparison with its own stored page, which
+    the page cannot quote), labels prefixed, links to the book's folder, the title and the run's
+    note. Modifies and returns it."""
     import nbformat
 
+    nb.cells = [c for c in nb.cells if CHAPTER_ONLY not in c.metadata.get("tags", [])]
     labels = set()
     for cell in nb.cells:
         figure = cell.metadata.get("mystnb", {}).get("figure", {})

@@ -98,6 +98,15 @@ def test_a_page_renames_its_labels_and_points_back_to_the_book():
     assert nb.metadata["identlib"]["run"] == record
 
 
+def test_a_page_leaves_out_the_chapters_comparison_with_it():
+    nb = _executed_chapter()
+    own = nbformat.v4.new_markdown_cell("## At the paper's scale\n\nThe stored page says {glue:text}`x`.")
+    own.metadata["tags"] = [paper.CHAPTER_ONLY]
+    nb.cells.insert(2, own)
+    page = paper.paper_copy(nb, paper.run_record("mini", {}, 60.0))
+    assert len(page.cells) == 4 and not any("At the paper's scale" in c.source for c in page.cells[2:])
+
+
 @pytest.fixture
 def mini_book(tmp_path, monkeypatch):
     book = tmp_path / "book"
