@@ -154,4 +154,16 @@ def read_notebook(path) -> list[dict]:
             data = out.get("data", {})
             if MIME in data:
                 found = data[MIME]
-    return found
+    return [dict(c, value=_number(c["value"])) for c in found]
+
+
+def _number(value):
+    """A claim's stored value as a number: Jupyter stores a float that is not finite (a claim
+    whose quantity does not exist, such as the first depth of a run of depths that has none) as
+    the string "inf", "-inf" or "nan"."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value

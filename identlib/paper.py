@@ -229,6 +229,15 @@ def _profile_comment(chapter: str) -> str:
     return " ".join(lines)
 
 
+def _resumed(record: dict) -> str:
+    """For a run that found most of its networks in the results cache (one resumed after an
+    interruption): how many it trained, so that its wall time is not read as the profile's cost."""
+    networks, trained = record.get("networks", 0), record.get("trained", 0)
+    if not networks or trained * 2 > networks:
+        return ""
+    return f" (resumed: {trained} of its {networks} networks trained in it; the profile states the cost)"
+
+
 def index_text() -> str:
     """The table of the part's index page: per chapter with a paper profile, the stored run (date,
     machine, wall time, claims) or, where none is stored, what the profile says it costs."""
@@ -242,8 +251,8 @@ def index_text() -> str:
             claims = [Claim(**c) for c in read_claims(have[name])]
             held = sum(c.holds for c in claims)
             status = (f"{{doc}}`{r.get('date', '?')} <{name}>`: {r.get('machine', {}).get('device', '?')}, "
-                      f"{_duration(r.get('wall_seconds', 0))}, {held} of {len(claims)} of the chapter's "
-                      f"claims hold at this scale")
+                      f"{_duration(r.get('wall_seconds', 0))}{_resumed(r)}, {held} of {len(claims)} of the "
+                      f"chapter's claims hold at this scale")
         else:
             status = "not yet run"
         rows.append(f"| {{doc}}`../{name}` | {status} | {_profile_comment(name)} |")

@@ -171,3 +171,14 @@ def test_claims_are_strict_at_the_defaults_and_profiles_only(tmp_path, monkeypat
     assert strict(steps=4)
     monkeypatch.setenv("IDENTLIB_CLAIMS", "report")
     assert not strict()
+
+
+def test_a_claim_whose_value_is_not_finite_reads_back_as_a_number(capsys):
+    """Jupyter stores a non-finite float as a string; the claims table reads it back as a float
+    and `identlib claims` prints it."""
+    stored = {"name": "first depth of the '7'", "value": "inf", "op": "<=", "threshold": 4, "n": 5,
+              "over": "seeds", "holds": False}
+    nb = {"cells": [{"outputs": [{"data": {MIME: [stored]}}]}]}
+    (claim,) = map(lambda c: Claim(**c), read_notebook(nb))
+    assert claim.value == float("inf") and not claim.holds
+    assert f"{claim.value:>8.3g}".strip() == "inf"

@@ -207,3 +207,10 @@ def test_a_page_names_the_claims_that_do_not_hold_at_its_scale(mini_book):
     assert "1 of the chapter's claims" in note and "*n is small*" in note and "IDENTLIB_CLAIMS=report" in note
     assert nb.metadata["identlib"]["run"]["claims"] == "report"
     assert "0 of 1 of the chapter's claims hold" in (mini_book / "paper" / "index.md").read_text()
+
+
+def test_a_resumed_run_says_so_beside_its_wall_time():
+    assert paper._resumed({"networks": 356, "trained": 0}) == (
+        " (resumed: 0 of its 356 networks trained in it; the profile states the cost)")
+    assert paper._resumed({"networks": 30, "trained": 30}) == ""
+    assert paper._resumed({}) == ""
