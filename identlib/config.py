@@ -67,6 +67,9 @@ class RunConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if hasattr(value, "item") and not isinstance(value, (bool, int, float, str)):
+                value = value.item()                     # a numpy or torch scalar (from a table)
+                object.__setattr__(self, f.name, value)
             _check(f.name, value, f.type)
             if f.type == "float" and not isinstance(value, float):
                 object.__setattr__(self, f.name, float(value))   # lr=1 and lr=1.0: one digest

@@ -161,3 +161,18 @@ def test_a_scalar_kind_refuses_a_list():
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ConfigError, match=r"unknown parameter kind \[list of colour\]"):
         Kind("list of colour")
+
+
+def test_numpy_and_torch_scalars_are_taken_as_python_numbers():
+    """Values read off a table (numpy integers and floats) or a tensor: the same config, and the
+    same digest, as the Python numbers."""
+    import numpy as np
+    import torch
+
+    config = RunConfig(depth=np.int64(3), width=torch.tensor(16), lr=np.float32(0.5))
+    assert type(config.depth) is int and type(config.width) is int and type(config.lr) is float
+    assert config == RunConfig(depth=3, width=16, lr=0.5)
+    assert config.digest() == RunConfig(depth=3, width=16, lr=0.5).digest()
+    assert RunConfig().replace(depth=np.int64(10)).depth == 10
+    with pytest.raises(ConfigError, match="depth"):
+        RunConfig(depth=np.float64(2.5))
