@@ -174,8 +174,8 @@ def table_map(table, *, ax, vmin=None, vmax=None, cmap: str = "RdBu_r", cbar: bo
     mesh = ax.pcolormesh(values, cmap=cmap, vmin=vmin, vmax=vmax)
     n_rows, n_cols = values.shape
     ax.set(xlim=(0, n_cols), ylim=(n_rows, 0))
-    ax.set_xticks(np.arange(n_cols) + 0.5, [str(c) for c in table.columns])
-    ax.set_yticks(np.arange(n_rows) + 0.5, [str(r) for r in table.index])
+    ax.set_xticks(np.arange(n_cols) + 0.5, [_label(c) for c in table.columns])
+    ax.set_yticks(np.arange(n_rows) + 0.5, [_label(r) for r in table.index])
     ax.set(xlabel=table.columns.name or "", ylabel=table.index.name or "")
     for side in ax.spines.values():
         side.set_visible(False)
@@ -184,12 +184,25 @@ def table_map(table, *, ax, vmin=None, vmax=None, cmap: str = "RdBu_r", cbar: bo
         bar = ax.figure.colorbar(mesh, ax=ax, label=cbar_label)
         bar.outline.set_linewidth(0)
     if annot:
+        annot_kws = dict(annot_kws or {})
+        if n_cols > 8:                                # many columns: smaller figures, to fit
+            annot_kws.setdefault("fontsize", 6.5)
         for (r, c), v in np.ndenumerate(values.filled(np.nan)):
             if np.isfinite(v):
                 text = format(int(round(v)), fmt) if fmt.endswith("d") else format(v, fmt)
                 ax.text(c + 0.5, r + 0.5, text, ha="center", va="center", color=_ink(mesh, v),
-                        **(annot_kws or {}))
+                        **annot_kws)
     return ax
+
+
+def _label(value) -> str:
+    """A row's or column's label: a float rounded to 4 decimals (a measured correlation of 0.1 is
+    0.10000000149 in float32), anything else as it is.
+
+    >>> [_label(v) for v in (np.float32(0.1).item(), 0.25, 1.0, 5, "relu")]
+    ['0.1', '0.25', '1.0', '5', 'relu']
+    """
+    return str(round(value, 4)) if isinstance(value, float) else str(value)
 
 
 def _ink(mesh, v) -> str:
