@@ -128,7 +128,7 @@ class Claims:
         lines = [f"{'holds' if c.holds else 'FAILS'}  {c.name}  ({c.rule()}, {c.n} {c.over})" for c in self.claims]
         lines.append(f"{sum(c.holds for c in self.claims)} of {len(self.claims)} claims hold")
         bundle = {"text/plain": "\n".join(lines), "text/html": self.frame().to_html(index=False),
-                  MIME: [asdict(c) for c in self.claims]}
+                  MIME: [_finite_or_text(asdict(c)) for c in self.claims]}
         display(bundle, raw=True)
 
 
@@ -155,6 +155,13 @@ def read_notebook(path) -> list[dict]:
             if MIME in data:
                 found = data[MIME]
     return [dict(c, value=_number(c["value"])) for c in found]
+
+
+def _finite_or_text(claim: dict) -> dict:
+    """A claim as JSON can hold it: a value that is not finite as the text "inf", "-inf" or "nan"
+    (which :func:`read_notebook` reads back as a number), not as a float that JSON has no word for."""
+    value = claim["value"]
+    return dict(claim, value=str(value)) if isinstance(value, float) and not math.isfinite(value) else claim
 
 
 def _number(value):

@@ -73,6 +73,17 @@ def test_the_table_compares_rules_and_shows_values(monkeypatch):
     assert [Claim(**c) for c in bundle[MIME]] == claims.claims
 
 
+def test_a_value_that_is_not_finite_is_stored_as_text_json_can_hold(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append(obj))
+    claims = Claims(strict=False)
+    claims.check("first depth of the '7'", float("inf"), "<=", 4, n=5)
+    claims.table()
+    stored = json.loads(json.dumps(shown[0][MIME], allow_nan=False))     # strict JSON
+    assert stored[0]["value"] == "inf"
+    assert [Claim(**c) for c in read_notebook({"cells": [{"outputs": [{"data": {MIME: stored}}]}]})] == claims.claims
+
+
 def test_glue_stores_python_numbers_for_the_prose(monkeypatch):
     glued = []
     monkeypatch.setattr("myst_nb.glue", lambda name, value, display: glued.append((name, value, display)))
