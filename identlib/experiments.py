@@ -167,9 +167,8 @@ def _train_uncached(configs, keep_init: bool = False, workers: int | None = 0,
 
         executor = runtime_executor()
     cache.ensure_writable()
-    claims = [cache.claim(c, wait=False) for c in todo]     # what another process trains, run()
-    try:                                                    # waits for and loads
-        todo = [c for c, mine in zip(todo, claims) if mine.held and not cache.has(c)]
+    with _claimed(todo) as mine:                            # what another process trains, run()
+        todo = [c for c in mine if not cache.has(c)]        # waits for and loads
         jobs = training_jobs(todo, max(workers, 1), group)
         if executor is not None and jobs:
             _train_on(executor, jobs, keep_init)
@@ -179,6 +178,16 @@ def _train_uncached(configs, keep_init: bool = False, workers: int | None = 0,
                     _train_and_store(job, keep_init)
         elif jobs:
             _train_in_pool(jobs, keep_init, workers)
+
+
+@contextlib.contextmanager
+def _claimed(configs):
+    """The configs among ``configs`` whose training lock this process took without waiting (the
+    others are being trained by another process, for which :func:`run` waits); the locks are
+    released on leaving."""
+    claims = [cache.claim(c, wait=False) for c in configs]
+    try:
+        yield [c for c, mine in zip(configs, claims) if mine.held]
     finally:
         for mine in claims:
             mine.release()
@@ -467,6 +476,10 @@ def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, f
     def known(c):
         return (cache.entry(c) / name).exists() or (diverged == "report" and (cache.entry(c) / DIVERGED).exists())
 
+    if workers is None:
+        from .runtime import workers as runtime_workers
+
+        workers = runtime_workers()
     _train_uncached([c for c in configs if not known(c)], workers=workers, group=group, executor=executor)
     _score_unstored([c for c in configs if not known(c)], inputs, x_hat, columns, name, diverged, workers)
     frames = []
@@ -492,29 +505,21 @@ def sweep(configs, inputs: torch.Tensor, *, x_hat: torch.Tensor | None = None, f
 
 
 def _score_unstored(configs, inputs, x_hat, columns: dict, name: str, diverged: str,
-                    workers: int | None) -> None:
+                    workers: int) -> None:
     """The score tables of the configs whose weights are too large for the results cache
     (``$IDENTLIB_CACHE_MAX_MB``), computed in ``workers`` one-thread processes where there are two or
     more of each: each worker trains a network, scores it and stores only its score table (or,
     with ``diverged="report"``, its divergence marker), which :func:`sweep` then reads. Otherwise
     :func:`sweep` trains them one at a time in this process. A network that another process
     (a chapter executed side by side) is training is left to it."""
-    if workers is None:
-        from .runtime import workers as runtime_workers
-
-        workers = runtime_workers()
     big = sorted(dict.fromkeys(c for c in configs if _stored_mb(c) > MAX_STORED_MB), key=_step_cost,
                  reverse=True)
     if workers < 2 or len(big) < 2:
         return
     cache.ensure_writable()
-    claims = [cache.claim(c, wait=False) for c in big]
-    try:
-        mine = [c for c, claimed in zip(big, claims) if claimed.held]
-        in_pool(_score_one, [(c, inputs, x_hat, columns, name, diverged) for c in mine], workers)
-    finally:
-        for claimed in claims:
-            claimed.release()
+    with _claimed(big) as mine:
+        if mine:
+            in_pool(_score_one, [(c, inputs, x_hat, columns, name, diverged) for c in mine], workers)
 
 
 def _score_one(config: RunConfig, inputs, x_hat, columns: dict, name: str, diverged: str) -> None:
