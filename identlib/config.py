@@ -33,7 +33,7 @@ CHOICES = {
     "optimizer": ("gd", "sgd", "adam"),
     "loss_reduction": ("mean", "sum"),
     "dtype": ("float32", "float64"),
-    "precision": ("float32", "bf16"),
+    "precision": ("float32", "bf16", "auto"),
 }
 
 
@@ -62,7 +62,10 @@ class RunConfig:
     batch_size: int = 0             # minibatch size for "sgd" (0: full batch)
     dtype: str = "float32"          # float64 for the theory checks
     seed: int = 0                   # seeds initialization and minibatch order
-    precision: str = "float32"      # "bf16": products in bfloat16, about 2x faster (the Runtime chapter)
+    precision: str = "float32"      # "bf16": products in bfloat16, about 2x faster where the
+                                    # hardware has bfloat16 instructions (the Runtime chapter);
+                                    # "auto": bf16 there, float32 elsewhere, decided when the
+                                    # config is made (:func:`identlib.runtime.native_precision`)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -75,6 +78,10 @@ class RunConfig:
                 object.__setattr__(self, f.name, float(value))   # lr=1 and lr=1.0: one digest
         if self.n_train > 1 and self.train_index != 15:
             raise ConfigError("train_index applies to single-image runs (n_train == 1)")
+        if self.precision == "auto":                     # a network's key holds what it computes in
+            from .runtime import native_precision
+
+            object.__setattr__(self, "precision", native_precision() if self.dtype == "float32" else "float32")
         if self.precision == "bf16" and self.dtype != "float32":
             raise ConfigError("precision bf16 needs dtype float32 (its weights and loss stay float32)")
 

@@ -26,7 +26,7 @@ from . import chapters as ch
 from .cache import stored_since
 from .config import ConfigError
 
-__all__ = ["PROFILE", "folder", "stored", "store", "record", "run_record", "paper_copy", "index", "index_text",
+__all__ = ["PROFILE", "folder", "stored", "store", "resolved", "record", "run_record", "paper_copy", "index", "index_text",
            "runs_table", "glued"]
 
 PROFILE = "paper"
@@ -172,6 +172,20 @@ def paper_copy(nb, record: dict):
     return nb
 
 
+def resolved(params: dict) -> dict:
+    """A profile's parameters as this machine runs them: ``precision: auto`` becomes the precision
+    it computes in here (:func:`identlib.runtime.native_precision`), so that the page records it.
+
+    >>> resolved({"channels": 128, "precision": "auto"})["precision"] in ("bf16", "float32")
+    True
+    """
+    if params.get("precision") != "auto":
+        return dict(params)
+    from .runtime import native_precision
+
+    return {**params, "precision": native_precision()}
+
+
 def store(chapter: str, progress: bool = True) -> Path:
     """Execute ``chapter`` with its paper profile and store it as ``book/paper/<chapter>.ipynb``
     (only if every cell succeeded; a failed run is kept as ``book/paper/.<chapter>.failed.ipynb``
@@ -181,7 +195,7 @@ def store(chapter: str, progress: bool = True) -> Path:
     import nbformat
 
     check(chapter)
-    params = ch.resolve(chapter, None, PROFILE)
+    params = resolved(ch.resolve(chapter, None, PROFILE))
     out = folder()
     out.mkdir(exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{chapter}-", suffix=".ipynb")

@@ -5,7 +5,7 @@ import os
 
 import torch
 
-__all__ = ["setup", "workers", "side_by_side", "scheduler", "executor", "group", "device", "platform", "DEVICES"]
+__all__ = ["setup", "workers", "side_by_side", "scheduler", "executor", "group", "device", "platform", "native_precision", "DEVICES"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -182,6 +182,28 @@ def device() -> torch.device:
                           "build of torch, or set IDENTLIB_DEVICE=auto (or cpu) to train on the CPU")
     cuda_policy()
     return torch.device("cuda")
+
+
+def native_precision(dev: torch.device | None = None) -> str:
+    """The precision a config's ``precision="auto"`` becomes: "bf16" where the device computes
+    bfloat16 products in hardware (a CUDA GPU that supports bfloat16; a CPU with AVX512-BF16 or AMX
+    whose oneDNN kernels are not limited below them by ``ONEDNN_MAX_CPU_ISA``), "float32" elsewhere.
+    Without those instructions oneDNN emulates bfloat16, and a deep CNN's step is several times
+    slower than in float32 (a 20-layer, 128-channel one on an AVX-512 CPU without BF16: 1.1 s
+    against 0.23 s), so "auto" is what the paper profiles ask for.
+
+    >>> native_precision(torch.device("cpu")) in ("bf16", "float32")
+    True
+    """
+    dev = device() if dev is None else dev
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "float32"
+    cpu = torch.cpu
+    native = any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if isa not in ("ALL", "DEFAULT") and not any(tag in isa for tag in ("BF16", "AMX", "FP16", "AVX10")):
+        native = False
+    return "bf16" if native else "float32"
 
 
 def cuda_policy() -> dict:

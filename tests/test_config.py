@@ -176,3 +176,28 @@ def test_numpy_and_torch_scalars_are_taken_as_python_numbers():
     assert RunConfig().replace(depth=np.int64(10)).depth == 10
     with pytest.raises(ConfigError, match="depth"):
         RunConfig(depth=np.float64(2.5))
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "float32")])
+def test_precision_auto_becomes_the_hardware_s_precision_when_the_config_is_made(monkeypatch, native,
+                                                                                 expected):
+    """``precision="auto"`` is decided once, when the config is made: bf16 where the CPU has
+    bfloat16 instructions, float32 elsewhere; the config (and so the network's cache key) holds the
+    precision it trains in, never "auto"."""
+    import torch
+
+    from identlib import runtime
+
+    monkeypatch.setenv("IDENTLIB_DEVICE", "cpu")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    config = RunConfig(model="cnn", precision="auto")
+    assert config.precision == expected == runtime.native_precision()
+    assert config == RunConfig(model="cnn", precision=expected)
+    assert config.digest() == RunConfig(model="cnn", precision=expected).digest()
+    assert RunConfig(precision="auto", dtype="float64").precision == "float32"   # bf16 needs float32
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")          # oneDNN limited below bfloat16
+    assert RunConfig(precision="auto").precision == "float32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert RunConfig(precision="auto").precision == expected

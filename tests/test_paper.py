@@ -47,7 +47,11 @@ def test_the_stored_run_is_the_current_paper_profile(name):
     record = paper.record(name)
     assert record == ch.read_notebook(paper.stored()[name]).metadata["identlib"]["run"]
     assert record["chapter"] == name and record["profile"] == "paper"
-    assert record["parameters"] == json.loads(json.dumps(ch.resolve(name, None, "paper")))
+    profile = json.loads(json.dumps(ch.resolve(name, None, "paper")))
+    if profile.get("precision") == "auto":               # stored as what it became on that machine
+        assert record["parameters"].get("precision") in ("bf16", "float32")
+        profile["precision"] = record["parameters"]["precision"]
+    assert record["parameters"] == profile
     assert record["date"] and record["wall_seconds"] >= 0
     assert {"cpu", "device", "instruction_set", "torch"} <= set(record["machine"])
     assert 0 <= record["trained"] <= record["networks"]
@@ -214,3 +218,28 @@ def test_a_resumed_run_says_so_beside_its_wall_time():
         " (resumed: 0 of its 356 networks trained in it; the profile states the cost)")
     assert paper._resumed({"networks": 30, "trained": 30}) == ""
     assert paper._resumed({}) == ""
+
+
+def test_a_profile_s_precision_auto_is_stored_as_the_precision_the_run_computed_in(mini_book, monkeypatch):
+    """``precision: auto`` runs in bf16 where the hardware has bfloat16 instructions and in float32
+    elsewhere; the chapter is executed with, and the page records, the precision it became."""
+    from identlib import runtime
+
+    write_chapter(mini_book / "mini.ipynb", 'n = 1  # choice: how many [int ≥ 1]\nprecision = "float32"',
+                  "import identlib as il\n"
+                  "base, p, claims = il.chapter('mini', globals())\n"
+                  "print('computes in', base.precision)\n"
+                  "claims.check('n is small', p.n, '<=', 3, n=1, over='settings')\n"
+                  "claims.table()")
+    nb = nbformat.read(mini_book / "mini.ipynb", as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("# Mini"))
+    nbformat.write(nb, mini_book / "mini.ipynb")
+    (mini_book / "profiles" / "mini" / "paper.yaml").write_text("n: 2\nprecision: auto\n")
+    for native in ("bf16", "float32"):
+        monkeypatch.setattr(runtime, "native_precision", lambda dev=None: native)
+        page = paper.store("mini", progress=False)
+        record = ch.read_notebook(page).metadata["identlib"]["run"]
+        assert record["parameters"] == {"n": 2, "precision": native}
+        outputs = "".join(o.get("text", "") for c in ch.read_notebook(page).cells
+                          if c.cell_type == "code" for o in c.get("outputs", []))
+        assert f"computes in {native}" in outputs
