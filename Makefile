@@ -84,8 +84,9 @@ claims: env
 	for c in $$($(BIN)/python -m identlib chapters | cut -d' ' -f1); do $(BIN)/python -m identlib claims $$c || exit 1; done
 	for nb in book/paper/*.ipynb; do [ -e "$$nb" ] || continue; $(BIN)/python -m identlib claims $$nb || exit 1; done
 
-# The paper profiles, one chapter at a time (each trains in $$IDENTLIB_WORKERS processes). Set
-# IDENTLIB_DEVICE=cuda to require a GPU; PAPER_CHAPTERS to run some of them. The Runtime page,
+# The paper profiles, one chapter at a time (each trains in $$IDENTLIB_WORKERS processes), and the
+# profiles paper-WHAT (pages CHAPTER-WHAT). Set IDENTLIB_DEVICE=cuda to require a GPU;
+# PAPER_CHAPTERS to run some of the pages (phase-init, layers, ...). The Runtime page,
 # which lists the stored runs, is then executed again.
 PAPER_CHAPTERS ?=
 paper: env

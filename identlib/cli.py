@@ -6,9 +6,11 @@
                                              validate, then execute a chapter with papermill
     identlib refresh [CHAPTER]... [--jobs N] re-execute chapters with their defaults, in place
                                              (N at a time in separate processes)
-    identlib refresh --profile paper [CHAPTER]...
+    identlib refresh --profile paper [PAGE]...
                                              execute chapters with their paper profile into
-                                             book/paper/CHAPTER.ipynb (resuming from the cache)
+                                             book/paper/CHAPTER.ipynb, and with a profile
+                                             paper-WHAT into book/paper/CHAPTER-WHAT.ipynb
+                                             (resuming from the cache)
     identlib train [-p FIELD VALUE]...       train one config (cached) and score it on the panel
     identlib claims CHAPTER|NOTEBOOK         the claims table stored in a chapter (exit 1 if a
                                              claim fails or none is stored)
@@ -79,8 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--jobs", type=int, default=1, help="chapters executed at a time, each in its own "
                    "process (default 1); a chapter that loads another's networks waits for it")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
-    f.add_argument("--profile", choices=["paper"], help="paper: execute with the paper profile and store "
-                   "the run in book/paper/ (default: every chapter that has one), one at a time")
+    f.add_argument("--profile", choices=["paper"], help="paper: execute the stored pages' chapters with "
+                   "their paper profiles (a name CHAPTER-WHAT: with the profile paper-WHAT) and store the "
+                   "runs in book/paper/ (default: every page), one at a time")
     t = sub.add_parser("train", help="train one run config and print its scores on the test panel")
     t.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("FIELD", "VALUE"))
     c = sub.add_parser("claims", help="print the claims stored in a chapter's notebook; exit 1 if one fails")
@@ -188,11 +191,12 @@ def _dispatch(args) -> int:
     elif args.command == "refresh" and args.profile:
         from . import paper
 
-        names = args.chapter or paper.with_paper_profile()
+        names = args.chapter or list(paper.pages())
         for name in names:                              # every name checked before anything runs
             paper.check(name)
         for name in names:
-            print(f"executing {name} at the paper's scale -> book/paper/{name}.ipynb", file=sys.stderr)
+            chapter, profile = paper.pages()[name]
+            print(f"executing {chapter} with its {profile} profile -> book/paper/{name}.ipynb", file=sys.stderr)
             paper.store(name, progress=not args.no_progress)
     elif args.command == "refresh":
         if args.jobs < 1:

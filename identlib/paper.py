@@ -9,6 +9,9 @@ made a page of its own: its figure and exercise labels are prefixed (``fig-x`` b
 book's folder, its title says the scale, and a note under the title records the run
 (:func:`run_record`: date, machine, device, wall time, parameters), which the notebook's metadata
 also holds (``identlib.run``).
+A chapter may have further stored runs beside it, profiles named ``paper-<what>`` (larger than the
+chapter's defaults, which CI executes, where the paper's own scale would take days), stored as
+``book/paper/<chapter>-<what>.ipynb`` in the same part (:func:`pages`).
 CI never executes these notebooks; it checks their stored claims and renders them.
 
 :func:`index` writes the part's first page, ``book/paper/index.md``: what is stored, and for the
@@ -20,13 +23,14 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import chapters as ch
 from .cache import stored_since
 from .config import ConfigError
 
-__all__ = ["PROFILE", "folder", "stored", "store", "resolved", "record", "run_record", "paper_copy", "index", "index_text",
+__all__ = ["PROFILE", "folder", "pages", "stored", "store", "resolved", "quote", "Quote", "record", "run_record", "paper_copy", "index", "index_text",
            "runs_table", "glued"]
 
 PROFILE = "paper"
@@ -49,23 +53,38 @@ def with_paper_profile() -> list[str]:
     return [name for name in ch.chapters() if PROFILE in ch.profiles(name)]
 
 
-def check(chapter: str) -> None:
-    """Refuse, with one line, a chapter that is unknown or has no paper profile."""
-    ch._chapter_path(chapter)                                   # an unknown chapter fails first
-    if PROFILE not in ch.profiles(chapter):
-        raise ConfigError(f"chapter {chapter} has no {PROFILE} profile; chapters with one: "
-                          f"{', '.join(with_paper_profile())}")
+def pages() -> dict[str, tuple[str, str]]:
+    """Every page this part can store, by name: (chapter, profile). A chapter's ``paper`` profile
+    is the page named after the chapter; a profile ``paper-<what>`` the page ``<chapter>-<what>``."""
+    out = {}
+    for name in ch.chapters():
+        for profile in sorted(ch.profiles(name), key=lambda p: (p != PROFILE, p)):
+            if profile == PROFILE:
+                out[name] = (name, profile)
+            elif profile.startswith(f"{PROFILE}-"):
+                out[f"{name}-{profile[len(PROFILE) + 1:]}"] = (name, profile)
+    return out
+
+
+def check(name: str) -> None:
+    """Refuse, with one line, a page that is not one of :func:`pages` (an unknown chapter, or a
+    chapter without a paper profile)."""
+    if name in pages():
+        return
+    ch._chapter_path(name)                                      # an unknown chapter fails first
+    raise ConfigError(f"chapter {name} has no {PROFILE} profile; pages that can be stored: "
+                      f"{', '.join(pages())}")
 
 
 def run_record(chapter: str, params: dict, wall_seconds: float, networks: int = 0,
-               trained: int = 0) -> dict:
+               trained: int = 0, profile: str = PROFILE) -> dict:
     """What the stored page says about its run: chapter, profile, parameters, date (UTC), the
     machine (:func:`identlib.runtime.platform`, with the device), the wall time, and how many of
     the networks it used this run trained (the others came from the results cache: an earlier,
     interrupted run, or another chapter)."""
     from .runtime import platform
 
-    return {"chapter": chapter, "profile": PROFILE, "parameters": params,
+    return {"chapter": chapter, "profile": profile, "parameters": params,
             "date": time.strftime("%Y-%m-%d", time.gmtime()), "machine": platform(),
             "wall_seconds": round(float(wall_seconds)), "networks": networks, "trained": trained,
             "claims": os.environ.get("IDENTLIB_CLAIMS") or "strict"}
@@ -77,16 +96,23 @@ def _duration(seconds: float) -> str:
 
 
 NOTE_START = ":::{note} At the paper's scale"
+NOTE_STARTS = (NOTE_START, ":::{note} A stored run")       # a paper profile's page; another's
+
+
+def note_cell(nb):
+    """The cell of a stored page's note (an nbformat notebook)."""
+    return next(c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(NOTE_STARTS))
 
 
 def _note(record: dict, failed: list[str] | None = None) -> str:
     """The note under the page's title: the run, and the chapter's claims that do not hold at
     this scale (``failed``), which the page's claims table shows with their values."""
     m = record["machine"]
+    profile = record.get("profile", PROFILE)
     params = ", ".join(f"`{k} = {v!r}`" for k, v in sorted(record["parameters"].items()))  # as stored
-    return (f"{NOTE_START}\n"
+    return (f"{NOTE_STARTS[profile != PROFILE]}\n"
             f"This page is the chapter {{doc}}`../{record['chapter']}` executed with its "
-            f"`{PROFILE}` profile ({params}), on {record['date']}, on {m['cpu']} "
+            f"`{profile}` profile ({params}), on {record['date']}, on {m['cpu']} "
             f"({m['instruction_set']}, device {m['device']}, torch {m['torch'].split('+')[0]}), "
             f"in {_duration(record['wall_seconds'])} of wall time, training {record.get('trained', 0)} of "
             f"the {record.get('networks', 0)} networks it uses (the others were in the results cache). "
@@ -123,8 +149,7 @@ def renote(path: Path) -> Path:
 
     nb = ch.read_notebook(path)
     record = nb.metadata["identlib"]["run"]
-    cell = next(c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(NOTE_START))
-    cell.source = _note(record, failed_claims(nb))
+    note_cell(nb).source = _note(record, failed_claims(nb))
     nbformat.write(nb, path)
     return path
 
@@ -139,6 +164,8 @@ def paper_copy(nb, record: dict):
     note. Modifies and returns it."""
     import nbformat
 
+    profile = record.get("profile", PROFILE)
+    prefix = f"{profile}-"                          # paper-fig-x; paper-init-fig-x for paper-init
     nb.cells = [c for c in nb.cells if CHAPTER_ONLY not in c.metadata.get("tags", [])]
     labels = set()
     for cell in nb.cells:
@@ -154,18 +181,19 @@ def paper_copy(nb, record: dict):
     for cell in nb.cells:
         figure = cell.metadata.get("mystnb", {}).get("figure", {})
         if "name" in figure:
-            figure["name"] = f"paper-{figure['name']}"
+            figure["name"] = f"{prefix}{figure['name']}"
         if cell.cell_type != "markdown":
             continue
         text = cell.source
         if rename is not None:
-            text = rename.sub(lambda m: f"paper-{m.group(1)}", text)
+            text = rename.sub(lambda m: f"{prefix}{m.group(1)}", text)
         text = re.sub(r"\{doc\}`([^`/<]+)`", r"{doc}`../\1`", text)
         text = re.sub(r"\{doc\}`([^`<]*)<([^>/]+)>`", r"{doc}`\1<../\2>`", text)
         text = re.sub(r"\]\((?!https?:|#|\.\./|/)([^)]+)\)", r"](../\1)", text)
         cell.source = text
     first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
-    nb.cells[first].source = re.sub(r"^# (.+)$", r"# \1, at the paper's scale", nb.cells[first].source,
+    scale = "at the paper's scale" if profile == PROFILE else _profile_title(record["chapter"], profile)
+    nb.cells[first].source = re.sub(r"^# (.+)$", lambda m: f"# {m.group(1)}, {scale}", nb.cells[first].source,
                                     count=1, flags=re.M)
     nb.cells.insert(first + 1, nbformat.v4.new_markdown_cell(_note(record, failed_claims(nb))))
     nb.metadata.setdefault("identlib", {})["run"] = record
@@ -186,19 +214,21 @@ def resolved(params: dict) -> dict:
     return {**params, "precision": native_precision()}
 
 
-def store(chapter: str, progress: bool = True) -> Path:
-    """Execute ``chapter`` with its paper profile and store it as ``book/paper/<chapter>.ipynb``
-    (only if every cell succeeded; a failed run is kept as ``book/paper/.<chapter>.failed.ipynb``
-    and the stored page, if any, is unchanged). Then rewrite the part's index."""
+def store(name: str, progress: bool = True) -> Path:
+    """Execute the page ``name`` of :func:`pages` (a chapter with its paper profile, or with a
+    profile ``paper-<what>``) and store it as ``book/paper/<name>.ipynb`` (only if every cell
+    succeeded; a failed run is kept as ``book/paper/.<name>.failed.ipynb`` and the stored page, if
+    any, is unchanged). Then rewrite the part's index."""
     import tempfile
 
     import nbformat
 
-    check(chapter)
-    params = resolved(ch.resolve(chapter, None, PROFILE))
+    check(name)
+    chapter, profile = pages()[name]
+    params = resolved(ch.resolve(chapter, None, profile))
     out = folder()
     out.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{chapter}-", suffix=".ipynb")
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}-", suffix=".ipynb")
     os.close(fd)
     trace = Path(tmp).with_suffix(".trace")
     before = os.environ.get("IDENTLIB_TRACE")
@@ -208,7 +238,7 @@ def store(chapter: str, progress: bool = True) -> Path:
         try:
             ch.execute(chapter, tmp, params, progress=progress)
         except ch.ChapterError as err:
-            failed = out / f".{chapter}.failed.ipynb"
+            failed = out / f".{name}.failed.ipynb"
             os.replace(tmp, failed)
             raise err.kept(failed, "; the stored paper-scale page is unchanged") from err.error
         finally:
@@ -220,21 +250,31 @@ def store(chapter: str, progress: bool = True) -> Path:
         used = set(trace.read_text().split()) if trace.exists() else set()
         trained = len(used & stored_since(began))
         ch._strip_volatile(Path(tmp))
-        nb = paper_copy(ch.read_notebook(Path(tmp)), run_record(chapter, params, wall, len(used), trained))
+        nb = paper_copy(ch.read_notebook(Path(tmp)), run_record(chapter, params, wall, len(used), trained,
+                                                                profile))
         nbformat.write(nb, tmp)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, out / f"{chapter}.ipynb")
+        os.replace(tmp, out / f"{name}.ipynb")
     finally:
         for path in (tmp, trace):
             if os.path.exists(path):
                 os.remove(path)
     index()
-    return out / f"{chapter}.ipynb"
+    return out / f"{name}.ipynb"
 
 
-def _profile_comment(chapter: str) -> str:
-    """The leading comment of a chapter's paper profile: what it runs and what it costs."""
-    path = ch.book_dir() / "profiles" / chapter / f"{PROFILE}.yaml"
+def _profile_title(chapter: str, profile: str) -> str:
+    """How the title of a page of a profile ``paper-<what>`` names its scale: its profile's comment
+    up to the first colon ("# With three initial scales: ..." gives "with three initial scales")."""
+    head = _profile_comment(chapter, profile).split(":", 1)[0].strip()
+    return (head[:1].lower() + head[1:]) if head else f"with its {profile} profile"
+
+
+def _profile_comment(name: str, profile: str | None = None) -> str:
+    """The leading comment of the profile of a page (or of ``chapter``, ``profile``): what it runs
+    and what it costs."""
+    chapter, profile = (name, profile) if profile else pages()[name]
+    path = ch.book_dir() / "profiles" / chapter / f"{profile}.yaml"
     lines = []
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
@@ -259,7 +299,7 @@ def index_text() -> str:
 
     have = stored()
     rows = ["| chapter | stored run | what it runs and costs |", "|---|---|---|"]
-    for name in with_paper_profile():
+    for name, (chapter, profile) in pages().items():
         if name in have:
             r = _record(have[name])
             claims = [Claim(**c) for c in read_claims(have[name])]
@@ -269,15 +309,18 @@ def index_text() -> str:
                       f"chapter's claims hold at this scale")
         else:
             status = "not yet run"
-        rows.append(f"| {{doc}}`../{name}` | {status} | {_profile_comment(name)} |")
+        which = "" if profile == PROFILE else f", profile `{profile}`"
+        rows.append(f"| {{doc}}`../{chapter}`{which} | {status} | {_profile_comment(name)} |")
     return "\n".join(rows)
 
 
 def toc_part() -> dict:
     """The book's part "At the paper's scale" in ``_toc.yml``: the index page, then every stored
     page (a page the table of contents leaves out would fail the book's build)."""
-    pages = [{"file": f"book/paper/{name}"} for name in with_paper_profile() if name in stored()]
-    return {"caption": "At the paper's scale", "chapters": [{"file": "book/paper/index"}] + pages}
+    have = stored()
+    return {"caption": "At the paper's scale",
+            "chapters": [{"file": "book/paper/index"}] + [{"file": f"book/paper/{name}"} for name in pages()
+                                                          if name in have]}
 
 
 def update_toc(path: Path | None = None) -> Path:
@@ -329,11 +372,11 @@ def runs_table() -> "pd.DataFrame":
     return pd.DataFrame(rows, columns=columns).set_index("chapter")
 
 
-def record(chapter: str) -> dict:
-    """How the stored paper-scale page of ``chapter`` was made (its notebook's
-    ``metadata["identlib"]["run"]``: date, machine, wall time, networks, the profile's
-    ``parameters``), or ``{}`` if no page is stored."""
-    page = stored().get(chapter)
+def record(name: str) -> dict:
+    """How the stored page ``name`` (a chapter's paper-scale page, or another of :func:`pages`)
+    was made (its notebook's ``metadata["identlib"]["run"]``: date, machine, wall time, networks,
+    the profile and its ``parameters``), or ``{}`` if no page is stored."""
+    page = stored().get(name)
     return {} if page is None else _record(page)
 
 
@@ -341,13 +384,14 @@ def _record(page: Path) -> dict:
     return ch.read_notebook(page).metadata.get("identlib", {}).get("run", {})
 
 
-def glued(chapter: str) -> dict:
-    """The values the stored paper-scale page of ``chapter`` glued for its prose (name -> number
-    or text), or ``{}`` if no page is stored: how a chapter at its own scale quotes the paper-scale
-    run (``il.paper.glued("layers")["layers_deep_lost"]``)."""
+def glued(name: str) -> dict:
+    """The values the stored page ``name`` (a chapter's paper-scale page, or another of
+    :func:`pages`) glued for its prose (name -> number or text), or ``{}`` if no page is stored:
+    how a chapter at its own scale quotes the paper-scale run
+    (``il.paper.glued("layers")["layers_deep_lost"]``)."""
     import ast
 
-    page = stored().get(chapter)
+    page = stored().get(name)
     if page is None:
         return {}
     out = {}
@@ -361,3 +405,38 @@ def glued(chapter: str) -> dict:
                 except (ValueError, SyntaxError):
                     out[name] = text
     return out
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What a chapter quotes from a stored page (:func:`quote`): the page's path (``None`` if it is
+    not stored; every other field is then empty), its glued values, the parameters of its run,
+    its claims by name (each a dict: value, op, threshold, n, over, holds) and the names of those
+    that fail."""
+
+    page: Path | None
+    glued: dict
+    parameters: dict
+    claims: dict
+    failed: list
+
+    def value(self, key: str, default=float("nan")):
+        """A glued value of the page, or ``default`` (NaN) where the page or the key is missing."""
+        return self.glued.get(key, default)
+
+
+def quote(name: str) -> Quote:
+    """The stored page ``name`` as its chapter at the default settings quotes it: how a chapter says
+    what changes at the paper's scale (or at a profile ``paper-<what>``) with every number glued.
+
+    >>> quote("no-such-page").page is None and quote("no-such-page").value("x") != 0
+    True
+    """
+    from .claims import read_notebook as read_claims
+
+    page = stored().get(name)
+    if page is None:
+        return Quote(None, {}, {}, {}, [])
+    found = read_claims(page)
+    return Quote(page, glued(name), record(name).get("parameters", {}), {c["name"]: c for c in found},
+                 [c["name"] for c in found if not c["holds"]])

@@ -22,7 +22,8 @@ STORED = sorted(paper.stored())
 
 
 def test_only_chapters_with_a_paper_profile_are_stored():
-    assert set(STORED) <= set(paper.with_paper_profile())
+    assert set(STORED) <= set(paper.pages())
+    assert {chapter for chapter, _ in paper.pages().values()} == set(paper.with_paper_profile())
 
 
 @pytest.mark.parametrize("name", STORED)
@@ -33,8 +34,7 @@ def test_no_stored_claim_fails_silently(name):
     claims = [Claim(**c) for c in read_claims(paper.stored()[name])]
     assert claims, f"book/paper/{name}.ipynb stores no claims table"
     nb = ch.read_notebook(paper.stored()[name])
-    note = next(c.source for c in nb.cells if c.cell_type == "markdown"
-                and c.source.startswith(paper.NOTE_START))
+    note = paper.note_cell(nb).source
     for c in claims:
         assert (f"*{c.name}*" in note) == (not c.holds), c.name
     assert note == paper._note(nb.metadata["identlib"]["run"], paper.failed_claims(nb))
@@ -46,8 +46,8 @@ def test_the_stored_run_is_the_current_paper_profile(name):
     `make paper` (or `identlib refresh --profile paper NAME`) makes it again."""
     record = paper.record(name)
     assert record == ch.read_notebook(paper.stored()[name]).metadata["identlib"]["run"]
-    assert record["chapter"] == name and record["profile"] == "paper"
-    profile = json.loads(json.dumps(ch.resolve(name, None, "paper")))
+    assert (record["chapter"], record["profile"]) == paper.pages()[name]
+    profile = json.loads(json.dumps(ch.resolve(*paper.pages()[name][:1], None, record["profile"])))
     if profile.get("precision") == "auto":               # stored as what it became on that machine
         assert record["parameters"].get("precision") in ("bf16", "float32")
         profile["precision"] = record["parameters"]["precision"]
@@ -207,7 +207,7 @@ def test_a_page_names_the_claims_that_do_not_hold_at_its_scale(mini_book):
     finally:
         del os.environ["IDENTLIB_CLAIMS"]
     nb = ch.read_notebook(page)
-    note = next(c.source for c in nb.cells if c.source.startswith(paper.NOTE_START))
+    note = paper.note_cell(nb).source
     assert "1 of the chapter's claims" in note and "*n is small*" in note and "IDENTLIB_CLAIMS=report" in note
     assert nb.metadata["identlib"]["run"]["claims"] == "report"
     assert "0 of 1 of the chapter's claims hold" in (mini_book / "paper" / "index.md").read_text()
@@ -243,3 +243,26 @@ def test_a_profile_s_precision_auto_is_stored_as_the_precision_the_run_computed_
         outputs = "".join(o.get("text", "") for c in ch.read_notebook(page).cells
                           if c.cell_type == "code" for o in c.get("outputs", []))
         assert f"computes in {native}" in outputs
+
+
+def test_a_profile_paper_what_is_a_page_of_its_own(mini_book):
+    """A profile ``paper-<what>`` (a run larger than the chapter's defaults, smaller than the
+    paper's) is stored beside the paper page: its own name, title, label prefix, note and row."""
+    (mini_book / "profiles" / "mini" / "paper-more.yaml").write_text(
+        "# With more of them: n = 3. About a second.\nn: 3\n")
+    assert paper.pages() == {"mini": ("mini", "paper"), "mini-more": ("mini", "paper-more")}
+    page = paper.store("mini-more", progress=False)
+    assert page == mini_book / "paper" / "mini-more.ipynb" and not (mini_book / "paper" / "mini.ipynb").exists()
+    nb = ch.read_notebook(page)
+    assert nb.cells[0].source.startswith("# Mini, with more of them")
+    assert paper.note_cell(nb).source.startswith(":::{note} A stored run")
+    assert "executed with its `paper-more` profile (`n = 3`)" in paper.note_cell(nb).source
+    assert paper.record("mini-more")["profile"] == "paper-more" and paper.record("mini") == {}
+    index = (mini_book / "paper" / "index.md").read_text()
+    assert "{doc}`../mini`, profile `paper-more` | {doc}`" in index and "<mini-more>`" in index
+    assert "| {doc}`../mini` | not yet run | Paper scale: n = 2." in index
+    assert paper.toc_part()["chapters"] == [{"file": "book/paper/index"}, {"file": "book/paper/mini-more"}]
+    labelled = paper.paper_copy(_executed_chapter(), paper.run_record("mini", {}, 1.0, profile="paper-more"))
+    assert labelled.cells[2].metadata["mystnb"]["figure"]["name"] == "paper-more-fig-mini-a"
+    with pytest.raises(ConfigError, match="unknown chapter 'mini-less'"):
+        paper.check("mini-less")
