@@ -187,6 +187,8 @@ def paper_copy(nb, record: dict):
         text = cell.source
         if rename is not None:
             text = rename.sub(lambda m: f"{prefix}{m.group(1)}", text)
+        text = re.sub(r"\{doc\}`paper/([^`/<]+)`", r"{doc}`./\1`", text)      # a page beside it
+        text = re.sub(r"\{doc\}`([^`<]*)<paper/([^>/]+)>`", r"{doc}`\1<./\2>`", text)
         text = re.sub(r"\{doc\}`([^`/<]+)`", r"{doc}`../\1`", text)
         text = re.sub(r"\{doc\}`([^`<]*)<([^>/]+)>`", r"{doc}`\1<../\2>`", text)
         text = re.sub(r"\]\((?!https?:|#|\.\./|/)([^)]+)\)", r"](../\1)", text)

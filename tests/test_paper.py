@@ -78,7 +78,8 @@ def _executed_chapter() -> nbformat.NotebookNode:
     fig.metadata["mystnb"] = {"figure": {"name": "fig-mini-a", "caption": "A."}}
     prose = nbformat.v4.new_markdown_cell(
         "{numref}`fig-mini-a` again, not fig-mini-ab; {doc}`the runtime <runtime>`; "
-        "[linear](linear_fcn.ipynb), [web](https://arxiv.org/abs/1902.04698), [here](#claims).\n\n"
+        "[linear](linear_fcn.ipynb), [web](https://arxiv.org/abs/1902.04698), [here](#claims); "
+        "{doc}`paper/index`, {doc}`the stored run <paper/mini>`.\n\n"
         "````{exercise}\n:label: mini-ex-1\n\nWhy?\n````\n\n````{solution} mini-ex-1\nBecause.\n````")
     nb.cells = [title, fig, prose]
     return nb
@@ -95,6 +96,7 @@ def test_a_page_renames_its_labels_and_points_back_to_the_book():
     assert "{doc}`the runtime <../runtime>`" in prose.source
     assert ":label: paper-mini-ex-1" in prose.source and "{solution} paper-mini-ex-1" in prose.source
     assert "[linear](../linear_fcn.ipynb)" in prose.source
+    assert "{doc}`./index`, {doc}`the stored run <./mini>`" in prose.source      # pages beside it
     assert "(https://arxiv.org/abs/1902.04698)" in prose.source and "[here](#claims)" in prose.source
     assert "`channels = 128`" in note.source and "1 h 02 min" in note.source
     assert "training 3 of the 4 networks" in note.source and "{doc}`../mini`" in note.source
