@@ -8,6 +8,7 @@
 #               (make test runs it where Chromium and chromedriver are installed)
 #   make test-portable   make test with AVX2 kernels on an empty results cache (another CPU)
 #   make claims every chapter's stored claims table, and those of the pages at the paper's scale
+#               (a page passes when its note names each claim that fails at its scale)
 #   make paper  the chapters at the paper's scale (their paper profiles), stored in book/paper/ and
 #               rendered in the book; hours on a 2-core CPU (each profile states its cost), minutes
 #               on a GPU; resumes from the results cache. CI checks their claims, never runs them

@@ -268,3 +268,23 @@ def test_a_profile_paper_what_is_a_page_of_its_own(mini_book):
     assert labelled.cells[2].metadata["mystnb"]["figure"]["name"] == "paper-more-fig-mini-a"
     with pytest.raises(ConfigError, match="unknown chapter 'mini-less'"):
         paper.check("mini-less")
+
+
+def test_identlib_claims_passes_a_page_whose_failing_claims_its_note_names(tmp_path):
+    """`make claims` checks every stored page: a claim that fails at the page's scale is fine when
+    the page's note names it, and fails the command when it does not (a page stored before the
+    note was written, or edited by hand)."""
+    from test_cli_errors import identlib, last_line
+
+    name = next(n for n in STORED if paper.failed_claims(paper.stored()[n]))
+    page = tmp_path / f"{name}.ipynb"
+    page.write_text(paper.stored()[name].read_text())
+    proc = identlib("claims", str(page))
+    assert proc.returncode == 0 and "named in its note" in proc.stdout
+    nb = ch.read_notebook(page)
+    first = paper.failed_claims(nb)[0]
+    cell = paper.note_cell(nb)
+    cell.source = cell.source.replace(f"*{first}*", "")
+    nbformat.write(nb, page)
+    proc = identlib("claims", str(page))
+    assert proc.returncode == 1 and repr(first) in last_line(proc)
