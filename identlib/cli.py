@@ -196,7 +196,8 @@ def _dispatch(args) -> int:
             paper.check(name)
         for name in names:
             chapter, profile = paper.pages()[name]
-            print(f"executing {chapter} with its {profile} profile -> book/paper/{name}.ipynb", file=sys.stderr)
+            print(f"executing {chapter} with its {profile} profile -> book/paper/{name}.ipynb",
+                  file=sys.stderr)
             paper.store(name, progress=not args.no_progress)
     elif args.command == "refresh":
         if args.jobs < 1:

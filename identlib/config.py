@@ -81,7 +81,8 @@ class RunConfig:
         if self.precision == "auto":                     # a network's key holds what it computes in
             from .runtime import native_precision
 
-            object.__setattr__(self, "precision", native_precision() if self.dtype == "float32" else "float32")
+            object.__setattr__(self, "precision",
+                               native_precision() if self.dtype == "float32" else "float32")
         if self.precision == "bf16" and self.dtype != "float32":
             raise ConfigError("precision bf16 needs dtype float32 (its weights and loss stay float32)")
 

@@ -30,8 +30,8 @@ from . import chapters as ch
 from .cache import stored_since
 from .config import ConfigError
 
-__all__ = ["PROFILE", "folder", "pages", "stored", "store", "resolved", "quote", "Quote", "record", "run_record", "paper_copy", "index", "index_text",
-           "runs_table", "glued"]
+__all__ = ["PROFILE", "folder", "pages", "stored", "store", "resolved", "quote", "Quote", "record",
+           "run_record", "paper_copy", "index", "index_text", "runs_table", "glued"]
 
 PROFILE = "paper"
 INDEX_START, INDEX_END = "<!-- stored runs: identlib.paper.index -->", "<!-- end of stored runs -->"
@@ -195,8 +195,8 @@ def paper_copy(nb, record: dict):
         cell.source = text
     first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
     scale = "at the paper's scale" if profile == PROFILE else _profile_title(record["chapter"], profile)
-    nb.cells[first].source = re.sub(r"^# (.+)$", lambda m: f"# {m.group(1)}, {scale}", nb.cells[first].source,
-                                    count=1, flags=re.M)
+    nb.cells[first].source = re.sub(r"^# (.+)$", lambda m: f"# {m.group(1)}, {scale}",
+                                    nb.cells[first].source, count=1, flags=re.M)
     nb.cells.insert(first + 1, nbformat.v4.new_markdown_cell(_note(record, failed_claims(nb))))
     nb.metadata.setdefault("identlib", {})["run"] = record
     return nb

@@ -5,7 +5,8 @@ import os
 
 import torch
 
-__all__ = ["setup", "workers", "side_by_side", "scheduler", "executor", "group", "device", "platform", "native_precision", "DEVICES"]
+__all__ = ["setup", "workers", "side_by_side", "scheduler", "executor", "group", "device", "platform",
+           "native_precision", "DEVICES"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -199,7 +200,8 @@ def native_precision(dev: torch.device | None = None) -> str:
     if dev.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "float32"
     cpu = torch.cpu
-    native = any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    native = any(getattr(cpu, f, lambda: False)()
+                 for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
     if isa not in ("ALL", "DEFAULT") and not any(tag in isa for tag in ("BF16", "AMX", "FP16", "AVX10")):
         native = False

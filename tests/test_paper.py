@@ -254,7 +254,8 @@ def test_a_profile_paper_what_is_a_page_of_its_own(mini_book):
         "# With more of them: n = 3. About a second.\nn: 3\n")
     assert paper.pages() == {"mini": ("mini", "paper"), "mini-more": ("mini", "paper-more")}
     page = paper.store("mini-more", progress=False)
-    assert page == mini_book / "paper" / "mini-more.ipynb" and not (mini_book / "paper" / "mini.ipynb").exists()
+    assert page == mini_book / "paper" / "mini-more.ipynb"
+    assert not (mini_book / "paper" / "mini.ipynb").exists()
     nb = ch.read_notebook(page)
     assert nb.cells[0].source.startswith("# Mini, with more of them")
     assert paper.note_cell(nb).source.startswith(":::{note} A stored run")
