@@ -238,12 +238,13 @@ def _claims(chapter: str) -> int:
         print(f"{'holds' if c.holds else 'FAILS'}  {c.name:<{width}}  {c.value:>8.3g}  {c.rule()}  ({c.n} {c.over})")
     failed = [c.name for c in claims if not c.holds]
     print(f"{path.stem}: {len(claims) - len(failed)} of {len(claims)} claims hold")
-    if failed and ch.read_notebook(path).metadata.get("identlib", {}).get("run"):
+    nb = ch.read_notebook(path) if failed else None
+    if failed and nb.metadata.get("identlib", {}).get("run"):
         # a stored page (book/paper/): a claim written for the chapter's defaults may fail at its
         # scale, provided the page's note names it
         from . import paper
 
-        note = paper.note_cell(ch.read_notebook(path)).source
+        note = paper.note_cell(nb).source
         silent = [name for name in failed if f"*{name}*" not in note]
         for name in silent:
             print(f"identlib: {path.name}: the claim {name!r} fails and the page's note does not name it; "

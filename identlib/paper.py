@@ -441,4 +441,4 @@ def quote(name: str) -> Quote:
         return Quote(None, {}, {}, {}, [])
     found = read_claims(page)
     return Quote(page, glued(name), record(name).get("parameters", {}), {c["name"]: c for c in found},
-                 [c["name"] for c in found if not c["holds"]])
+                 failed_claims(page))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-__all__ = ["IDENTITY", "CONSTANT", "next_depths", "boundaries", "search", "outcome", "depth_search",
+__all__ = ["IDENTITY", "CONSTANT", "scale_key", "next_depths", "boundaries", "search", "outcome", "depth_search",
            "cells", "receptive_field", "within", "fit_field"]
 
 IDENTITY, CONSTANT = "identity", "constant"   # the verdicts of identlib.verdict that set d_id, d_mem
@@ -216,6 +216,15 @@ def cells(lines, by) -> "pd.DataFrame":
     out["n_seeds"] = g.size()
     out["n_out_of_order"] = g.n_out.sum().astype(int)
     return out.reset_index()
+
+
+def scale_key(init_scale: float) -> str:
+    """The part of a glue name that names a scale of the initial weights (a glue name holds no dot).
+
+    >>> [scale_key(s) for s in (0.5, 1.0, 2.0)]
+    ['s05', 's1', 's2']
+    """
+    return f"s{init_scale:g}".replace(".", "")
 
 
 def within(kernel_size: int, size: int = 28) -> int:

@@ -113,17 +113,22 @@ def test_a_page_leaves_out_the_chapters_comparison_with_it():
     assert len(page.cells) == 4 and not any("At the paper's scale" in c.source for c in page.cells[2:])
 
 
-@pytest.fixture
-def mini_book(tmp_path, monkeypatch):
-    book = tmp_path / "book"
-    write_chapter(book / "mini.ipynb", "n = 1  # choice: how many [int ≥ 1]",
+def _write_mini(book: Path, params: str = "", body: str = "") -> None:
+    """The mini chapter: a title, the parameter ``n`` (and ``params``), ``body``, one claim."""
+    write_chapter(book / "mini.ipynb", "n = 1  # choice: how many [int ≥ 1]" + params,
                   "import identlib as il\n"
-                  "base, p, claims = il.chapter('mini', globals())\n"
+                  "base, p, claims = il.chapter('mini', globals())\n" + body +
                   "claims.check('n is small', p.n, '<=', 3, n=1, over='settings')\n"
                   "claims.table()")
     nb = nbformat.read(book / "mini.ipynb", as_version=4)
     nb.cells.insert(0, nbformat.v4.new_markdown_cell("# Mini"))
     nbformat.write(nb, book / "mini.ipynb")
+
+
+@pytest.fixture
+def mini_book(tmp_path, monkeypatch):
+    book = tmp_path / "book"
+    _write_mini(book)
     (book / "profiles" / "mini").mkdir(parents=True)
     (book / "profiles" / "mini" / "paper.yaml").write_text("# Paper scale: n = 2. About a second.\nn: 2\n")
     (book / "paper").mkdir()
@@ -227,15 +232,7 @@ def test_a_profile_s_precision_auto_is_stored_as_the_precision_the_run_computed_
     elsewhere; the chapter is executed with, and the page records, the precision it became."""
     from identlib import runtime
 
-    write_chapter(mini_book / "mini.ipynb", 'n = 1  # choice: how many [int ≥ 1]\nprecision = "float32"',
-                  "import identlib as il\n"
-                  "base, p, claims = il.chapter('mini', globals())\n"
-                  "print('computes in', base.precision)\n"
-                  "claims.check('n is small', p.n, '<=', 3, n=1, over='settings')\n"
-                  "claims.table()")
-    nb = nbformat.read(mini_book / "mini.ipynb", as_version=4)
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell("# Mini"))
-    nbformat.write(nb, mini_book / "mini.ipynb")
+    _write_mini(mini_book, '\nprecision = "float32"', "print('computes in', base.precision)\n")
     (mini_book / "profiles" / "mini" / "paper.yaml").write_text("n: 2\nprecision: auto\n")
     for native in ("bf16", "float32"):
         monkeypatch.setattr(runtime, "native_precision", lambda dev=None: native)
