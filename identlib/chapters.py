@@ -256,17 +256,22 @@ def _own_settings(name: str, values: dict, known: dict) -> bool:
 
 
 def execute(chapter: str, output: str | Path, overrides: dict | None = None,
-            profile: str | None = None, progress: bool = True) -> Path:
-    """Validate, then execute the chapter with papermill into ``output``."""
+            profile: str | None = None, progress: bool = True, leave_out: str | None = None) -> Path:
+    """Validate, then execute the chapter with papermill into ``output``; the cells tagged
+    ``leave_out``, if given, are left out before it runs (they neither run nor check claims)."""
     import papermill
 
     params = resolve(chapter, overrides, profile)
     output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     src = _chapter_path(chapter)
+    notebook = str(src)
+    if leave_out:
+        notebook = read_notebook(src)
+        notebook.cells = [c for c in notebook.cells if leave_out not in c.metadata.get("tags", [])]
     absolute_env_paths()
     try:
-        papermill.execute_notebook(str(src), str(output), parameters=params, cwd=str(src.parent),
+        papermill.execute_notebook(notebook, str(output), parameters=params, cwd=str(src.parent),
                                    kernel_name="python3", progress_bar=progress)
     except papermill.PapermillExecutionError as err:
         raise ChapterError(chapter, err, output) from err

@@ -90,6 +90,22 @@ def run_record(chapter: str, params: dict, wall_seconds: float, networks: int = 
             "claims": os.environ.get("IDENTLIB_CLAIMS") or "strict"}
 
 
+def with_first_run(record: dict, stored: Path) -> dict:
+    """``record`` with, under "first", the run that trained the networks this one read from the
+    results cache: the earlier stored page's run (or the one it repeated) when that page had the
+    same profile and parameters and trained more networks. A page executed again from a warm cache
+    would otherwise say that its run took a few seconds and trained nothing."""
+    if record["trained"] >= record["networks"] or not Path(stored).exists():
+        return record
+    before = ch.read_notebook(Path(stored)).metadata.get("identlib", {}).get("run", {})
+    if (before.get("profile"), before.get("parameters")) != (record["profile"], record["parameters"]):
+        return record
+    first = before.get("first") or {"date": before.get("date"), "cpu": before.get("machine", {}).get("cpu"),
+                                    "wall_seconds": before.get("wall_seconds", 0),
+                                    "trained": before.get("trained", 0)}
+    return {**record, "first": first} if first["trained"] > record["trained"] else record
+
+
 def _duration(seconds: float) -> str:
     minutes = round(seconds / 60)
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
@@ -119,7 +135,15 @@ def _note(record: dict, failed: list[str] | None = None) -> str:
             f"The prose is the chapter's own, "
             f"written for its default settings; the numbers, figures, claims and verdicts are this "
             f"run's. `make paper` executes it again, resuming from the results cache."
-            + _differs(record, failed or []) + "\n:::")
+            + _first(record) + _differs(record, failed or []) + "\n:::")
+
+
+def _first(record: dict) -> str:
+    first = record.get("first")
+    if not first:
+        return ""
+    return (f" Its networks were trained by the run it repeats, on {first['date']} on {first['cpu']}: "
+            f"{_duration(first['wall_seconds'])} of wall time, training {first['trained']} of them.")
 
 
 def _differs(record: dict, failed: list[str]) -> str:
@@ -238,7 +262,7 @@ def store(name: str, progress: bool = True) -> Path:
         start, began = time.perf_counter(), time.time()
         os.environ["IDENTLIB_TRACE"] = str(trace)          # the kernel lists the networks it uses
         try:
-            ch.execute(chapter, tmp, params, progress=progress)
+            ch.execute(chapter, tmp, params, progress=progress, leave_out=CHAPTER_ONLY)
         except ch.ChapterError as err:
             failed = out / f".{name}.failed.ipynb"
             os.replace(tmp, failed)
@@ -252,8 +276,9 @@ def store(name: str, progress: bool = True) -> Path:
         used = set(trace.read_text().split()) if trace.exists() else set()
         trained = len(used & stored_since(began))
         ch._strip_volatile(Path(tmp))
-        nb = paper_copy(ch.read_notebook(Path(tmp)), run_record(chapter, params, wall, len(used), trained,
-                                                                profile))
+        record = with_first_run(run_record(chapter, params, wall, len(used), trained, profile),
+                                out / f"{name}.ipynb")
+        nb = paper_copy(ch.read_notebook(Path(tmp)), record)
         nbformat.write(nb, tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, out / f"{name}.ipynb")
@@ -289,6 +314,9 @@ def _resumed(record: dict) -> str:
     """For a run that found most of its networks in the results cache (one resumed after an
     interruption): how many it trained, so that its wall time is not read as the profile's cost."""
     networks, trained = record.get("networks", 0), record.get("trained", 0)
+    first = record.get("first")
+    if first and first["trained"] * 2 > networks:
+        return f" from the results cache (the run that trained it: {_duration(first['wall_seconds'])})"
     if not networks or trained * 2 > networks:
         return ""
     return f" (resumed: {trained} of its {networks} networks trained in it; the profile states the cost)"
@@ -354,7 +382,9 @@ def index(path: Path | None = None) -> Path:
 
 def runs_table() -> "pd.DataFrame":
     """The stored runs, one row per page: date, machine (CPU, instruction set), device, wall time
-    in hours, networks trained by that run and networks used, and its claims (held of all)."""
+    in hours, networks trained by that run and networks used, and its claims (held of all). A
+    page executed again from the results cache gives the wall time and networks of the run that
+    trained them (its record's "first")."""
     import pandas as pd
 
     from .claims import Claim, read_notebook as read_claims
@@ -363,10 +393,12 @@ def runs_table() -> "pd.DataFrame":
     for name, path in stored().items():
         r = _record(path)
         m = r.get("machine", {})
+        trained_by = r.get("first") or r
         claims = [Claim(**c) for c in read_claims(path)]
         rows.append({"chapter": name, "date": r.get("date"),
                      "machine": f"{m.get('cpu')} ({m.get('instruction_set')})", "device": m.get("device"),
-                     "wall, h": r.get("wall_seconds", 0) / 3600, "networks trained": r.get("trained"),
+                     "wall, h": trained_by.get("wall_seconds", 0) / 3600,
+                     "networks trained": trained_by.get("trained"),
                      "networks used": r.get("networks"),
                      "claims held": f"{sum(c.holds for c in claims)} of {len(claims)}"})
     columns = ["chapter", "date", "machine", "device", "wall, h", "networks trained", "networks used",

@@ -153,6 +153,19 @@ def test_store_executes_the_paper_profile_and_lists_the_page(mini_book):
     assert toc["parts"][-1]["chapters"] == [{"file": "book/paper/index"}, {"file": "book/paper/mini"}]
 
 
+def test_a_pages_run_leaves_out_the_chapters_own_cells(mini_book):
+    # a cell tagged chapter-only (the chapter quoting its stored pages) does not run for the page:
+    # its claims would stand in the page's table without the cell that checked them
+    nb = nbformat.read(mini_book / "mini.ipynb", as_version=4)
+    own = nbformat.v4.new_code_cell("claims.check('only in the chapter', 1, '==', 2, n=1, over='pages')")
+    own.metadata["tags"] = [paper.CHAPTER_ONLY]
+    nb.cells.insert(len(nb.cells) - 1, own)
+    nbformat.write(nb, mini_book / "mini.ipynb")
+    page = paper.store("mini", progress=False)
+    assert [c["name"] for c in read_claims(page)] == ["n is small"]
+    assert not any(paper.CHAPTER_ONLY in c.metadata.get("tags", []) for c in ch.read_notebook(page).cells)
+
+
 def test_a_failing_paper_run_keeps_the_stored_page(mini_book):
     page = paper.store("mini", progress=False)
     stored = page.read_text()
@@ -225,6 +238,9 @@ def test_a_resumed_run_says_so_beside_its_wall_time():
         " (resumed: 0 of its 356 networks trained in it; the profile states the cost)")
     assert paper._resumed({"networks": 30, "trained": 30}) == ""
     assert paper._resumed({}) == ""
+    first = {"date": "2026-12-07", "cpu": "x", "wall_seconds": 2908, "trained": 267}
+    assert paper._resumed({"networks": 267, "trained": 0, "first": first}) == (
+        " from the results cache (the run that trained it: 48 min)")
 
 
 def test_a_profile_s_precision_auto_is_stored_as_the_precision_the_run_computed_in(mini_book, monkeypatch):
@@ -286,3 +302,20 @@ def test_identlib_claims_passes_a_page_whose_failing_claims_its_note_names(tmp_p
     nbformat.write(nb, page)
     proc = identlib("claims", str(page))
     assert proc.returncode == 1 and repr(first) in last_line(proc)
+
+
+def test_a_page_executed_again_from_the_cache_names_the_run_that_trained_it(tmp_path):
+    stored = tmp_path / "mini.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["identlib"] = {"run": paper.run_record("mini", {"n": 2}, 2908.0, networks=267, trained=267,
+                                                       profile="paper-wide")}
+    nbformat.write(nb, stored)
+    again = paper.run_record("mini", {"n": 2}, 9.0, networks=267, trained=0, profile="paper-wide")
+    record = paper.with_first_run(again, stored)
+    assert record["first"]["trained"] == 267 and record["first"]["wall_seconds"] == 2908
+    assert "48 min of wall time, training 267 of them" in paper._note(record)
+    assert paper.with_first_run(paper.with_first_run(again, stored), stored)["first"] == record["first"]
+    # another profile's or other parameters' page, or a run that trained everything: its own record
+    assert "first" not in paper.with_first_run({**again, "parameters": {"n": 3}}, stored)
+    assert "first" not in paper.with_first_run({**again, "trained": 267}, stored)
+    assert "first" not in paper.with_first_run(again, tmp_path / "none.ipynb")
