@@ -97,7 +97,7 @@ def with_first_run(record: dict, stored: Path) -> dict:
     would otherwise say that its run took a few seconds and trained nothing."""
     if record["trained"] >= record["networks"] or not Path(stored).exists():
         return record
-    before = ch.read_notebook(Path(stored)).metadata.get("identlib", {}).get("run", {})
+    before = _record(Path(stored))
     if (before.get("profile"), before.get("parameters")) != (record["profile"], record["parameters"]):
         return record
     first = before.get("first") or {"date": before.get("date"), "cpu": before.get("machine", {}).get("cpu"),

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-__all__ = ["IDENTITY", "CONSTANT", "scale_key", "next_depths", "boundaries", "search", "outcome", "depth_search",
-           "cells", "receptive_field", "within", "fit_field"]
+__all__ = ["IDENTITY", "CONSTANT", "scale_key", "span", "next_depths", "boundaries", "search", "outcome",
+           "depth_search", "cells", "receptive_field", "within", "fit_field"]
 
 IDENTITY, CONSTANT = "identity", "constant"   # the verdicts of identlib.verdict that set d_id, d_mem
 
@@ -225,6 +225,22 @@ def scale_key(init_scale: float) -> str:
     ['s05', 's1', 's2']
     """
     return f"s{init_scale:g}".replace(".", "")
+
+
+def span(depths, max_depth: int | None = None) -> str:
+    """How the prose gives one boundary over several seeds: the depth, or "least to largest". A
+    ``d_mem`` beyond the search (NaN) is left out, and where every seed's is, the span is
+    "> max_depth".
+
+    >>> span([6, 6]), span([17, 19, 18]), span([12, float("nan")], 20), span([float("nan")], 20)
+    ('6', '17 to 19', '12', '> 20')
+    """
+    import pandas as pd
+
+    d = pd.Series(depths, dtype=float).dropna()
+    if d.empty:
+        return f"> {max_depth}"
+    return f"{d.min():g}" if d.min() == d.max() else f"{d.min():g} to {d.max():g}"
 
 
 def within(kernel_size: int, size: int = 28) -> int:
