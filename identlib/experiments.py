@@ -24,6 +24,7 @@ every network alone.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import json
@@ -197,36 +198,84 @@ def _train_in_pool(jobs, keep_init: bool, workers: int) -> None:
     in_pool(_train_and_store, [(job, keep_init) for job in jobs], workers)
 
 
+# The environment a worker inherits when it is spawned and reads afterwards: where the results cache
+# and the data are, the device, and the kernels torch, oneDNN and MKL may use.
+_WORKER_ENV = ("IDENTLIB_", "ATEN_", "ONEDNN_", "DNNL_", "MKL_", "OMP_", "CUDA_")
+_POOL: dict = {}          # the process's pool of training workers, kept between calls of in_pool
+
+
+def _pool_key(workers: int) -> tuple:
+    return workers, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_WORKER_ENV)))
+
+
+def worker_pool(workers: int):
+    """The pool of ``workers`` spawned one-thread processes that :func:`in_pool` runs tasks in,
+    started on first use and kept for the next call: a worker that starts imports torch and
+    identlib and reads the data (about 1.5 CPU-seconds), which a chapter that trains in many small
+    rounds (the phase diagram's depth searches, a sweep and its scores) paid at every call. A pool
+    started under other ``$IDENTLIB_*`` (or kernel) settings, or of another size, is shut down and
+    a new one started, so that a worker never trains into another cache than the caller's."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    key = _pool_key(workers)
+    if _POOL.get("key") != key:
+        shutdown_pool()
+        if not _POOL.get("atexit"):                 # stopped before the interpreter tears down
+            atexit.register(shutdown_pool)          # the modules its clean-up needs
+            _POOL["atexit"] = True
+        ctx = multiprocessing.get_context("spawn")
+        _POOL.update(key=key, pool=ProcessPoolExecutor(workers, mp_context=ctx,
+                                                       initializer=torch.set_num_threads, initargs=(1,)))
+    return _POOL["pool"]
+
+
+def shutdown_pool(kill: bool = False) -> None:
+    """Stop the training workers that :func:`in_pool` keeps (at once with ``kill``), if any."""
+    pool, _ = _POOL.pop("pool", None), _POOL.pop("key", None)
+    if pool is None:
+        return
+    if kill:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+    pool.shutdown(wait=not kill, cancel_futures=True)
+
+
 def in_pool(fn, tasks, workers: int) -> None:
     """``fn(*args)`` for each ``args`` in ``tasks``, in ``workers`` spawned processes of one torch
-    thread each, waiting for all; ``fn`` stores what it computes (in the results cache), so that a
-    task finished before an interrupt or a dead worker is kept. Ctrl-C stops the workers at once; a
-    worker that dies raises a :class:`RuntimeError` that says why it may have."""
-    ctx = multiprocessing.get_context("spawn")
-    from concurrent.futures import ProcessPoolExecutor
+    thread each (:func:`worker_pool`, kept between calls), waiting for all; ``fn`` stores what it
+    computes (in the results cache), so that a task finished before an interrupt, an error or a
+    dead worker is kept. Ctrl-C stops the workers at once; a worker that dies raises a
+    :class:`RuntimeError` that says why it may have."""
+    from concurrent.futures import FIRST_EXCEPTION, wait
     from concurrent.futures.process import BrokenProcessPool
 
     tasks = list(tasks)
-    pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx, initializer=torch.set_num_threads,
-                               initargs=(1,))
+    if not tasks:
+        return
+    futures = []
     try:
-        for done in [pool.submit(fn, *args) for args in tasks]:
-            done.result()
+        pool = worker_pool(workers)
+        futures = [pool.submit(fn, *args) for args in tasks]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        if pending:                                 # a task failed: the others not begun are
+            for f in pending:                       # dropped, those running finish and are kept
+                f.cancel()
+            wait(pending)
+        for f in futures:
+            if not f.cancelled():
+                f.result()
     except KeyboardInterrupt:
         # Stop the workers at once: what they finished is in the cache, what they were writing was
         # going to a temporary file that is not part of it.
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        shutdown_pool(kill=True)
         raise
     except BrokenProcessPool as err:
+        shutdown_pool(kill=True)
         raise RuntimeError(
             "a training worker process died. Networks finished before it are in the cache. Either it "
             "was killed (out of memory: use fewer workers), or the script that called run_all/sweep "
             "with workers lacks an `if __name__ == \"__main__\":` guard (each worker starts by "
             "importing that script); or pass workers=0 to train in this process") from err
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _train_on(executor, jobs, keep_init: bool) -> list[str]:

@@ -296,6 +296,45 @@ def test_run_all_in_worker_processes_matches_in_process_training(restore_threads
     assert [r.config for r in pooled] == configs
 
 
+def test_worker_processes_are_kept_between_calls_and_started_again_for_another_cache(tmp_path, monkeypatch):
+    """run_all's workers outlive the call (a chapter that trains in many rounds starts them once),
+    and a call under another results cache gets new ones, which store there: a kept worker never
+    trains into the cache it was started for when the caller has moved on."""
+    base = RunConfig(model="cnn", depth=2, channels=4, steps=5)
+    experiments.shutdown_pool()
+    try:
+        experiments.run_all([base.replace(seed=0)], workers=1)
+        first = set(experiments._POOL["pool"]._processes)
+        experiments.run_all([base.replace(seed=1)], workers=1)
+        assert set(experiments._POOL["pool"]._processes) == first and len(first) == 1
+        old = experiments.cache_dir()
+        monkeypatch.setenv("IDENTLIB_CACHE_DIR", str(tmp_path / "other"))
+        run = experiments.run_all([base.replace(seed=2)], workers=1)[0]
+        assert set(experiments._POOL["pool"]._processes).isdisjoint(first)
+        assert (tmp_path / "other" / "results" / run.config.digest() / "result.pt").exists()
+        assert not (old / run.config.digest()).exists()
+    finally:
+        experiments.shutdown_pool()
+
+
+def test_a_failing_task_keeps_what_finished_and_the_workers(tmp_path):
+    """A task that raises: the tasks finished before it are kept, its error is raised, and the next
+    call runs in the same worker."""
+    import os
+
+    experiments.shutdown_pool()
+    (tmp_path / "exists").mkdir()
+    try:
+        with pytest.raises(FileExistsError):
+            experiments.in_pool(os.makedirs, [(str(tmp_path / "a"),), (str(tmp_path / "exists"),)], 1)
+        assert (tmp_path / "a").is_dir()
+        worker = set(experiments._POOL["pool"]._processes)
+        experiments.in_pool(os.makedirs, [(str(tmp_path / "b"),)], 1)
+        assert (tmp_path / "b").is_dir() and set(experiments._POOL["pool"]._processes) == worker
+    finally:
+        experiments.shutdown_pool()
+
+
 def test_workers_from_a_script_without_a_main_guard_say_what_to_do(tmp_path):
     """Worker processes start by importing the calling script; without the __main__ guard they
     die, and the error says why instead of multiprocessing's BrokenProcessPool."""
