@@ -160,13 +160,13 @@ def summary(model, starts: torch.Tensor, x_hat: torch.Tensor, iterations: int, t
     the starts whose orbit ends within ``eps`` of ``x_hat`` (``at_seven``), on its ray
     (``on_ray``, cosine at least ``min_cosine``) or more than :data:`BLOWN_UP` away or overflowed
     (``blown_up``). With the network's ``config``, ``row`` and ``curve`` are stored beside it in
-    the results cache, keyed by the inputs and settings (the orbits are then computed only if
-    ``path`` is asked for)."""
+    the results cache, keyed by the inputs and settings, and so is ``path`` once it is asked for
+    (a warm chapter then iterates no network)."""
     orbit = lambda: orbits(model, starts, iterations)
     row, curve = _cached(config, "orbit-summary",
                          _key(starts, x_hat, tests, iterations=iterations, eps=eps, min_cosine=min_cosine),
                          lambda: _summary(model, orbit(), x_hat, iterations, tests, eps, min_cosine))
-    return Summary(row, curve, orbit)
+    return Summary(row, curve, lambda: _cached(config, "orbit-path", _key(starts, iterations=iterations), orbit))
 
 
 def _summary(model, path, x_hat, iterations, tests, eps, min_cosine):

@@ -132,17 +132,19 @@ def test_a_networks_summary_and_basins_are_cached_beside_it(monkeypatch):
     first = dynamics.summary(r.model, starts, x_hat, 3, starts, config=config)
     row, table = dynamics.basin_table(r.model, X, starts, 3, homogeneous=False,
                                       generator=torch.Generator().manual_seed(0), config=config)
+    path = first.path                                           # the orbits, iterated when asked for
+    assert torch.equal(path, dynamics.orbits(r.model, starts, 3))
     with monkeypatch.context() as m:
         m.setattr(dynamics, "jacobian_spectrum", lambda *a, **k: pytest.fail("computed again"))
         m.setattr(dynamics, "orbits", lambda *a, **k: pytest.fail("iterated again"))
         m.setattr(dynamics, "_basin_table", lambda *a, **k: pytest.fail("computed again"))
         cached = dynamics.summary(r.model, starts, x_hat, 3, starts, config=config)
         assert cached.row == first.row and cached.curve == first.curve
+        assert torch.equal(cached.path, path)                   # ... and stored once they were
         gen = torch.Generator().manual_seed(0)
         again, table2 = dynamics.basin_table(r.model, X, starts, 3, homogeneous=False, generator=gen,
                                              config=config)
         assert again == row and table2.equals(table)
-    assert torch.equal(cached.path, first.path)                 # the orbits, computed when asked for
     ref = torch.Generator().manual_seed(0)                      # the noise was drawn all the same
     torch.randn(X.shape, generator=ref)
     assert torch.equal(torch.randn(3, generator=gen), torch.randn(3, generator=ref))
