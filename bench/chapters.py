@@ -15,10 +15,11 @@ executes them all again with the warm cache twice: one at a time (each chapter's
 and ``--jobs`` at a time (the book's warm total). The book's totals are wall times; with more than
 one job a chapter's cold time overlaps others'. Times include starting each notebook's kernel.
 The one-at-a-time pass also records which networks each chapter uses (``$IDENTLIB_TRACE``) and
-their training arithmetic (steps taken times :func:`bench.step_flops`), which the Runtime page
-sets against this machine's peak (a large one-thread float32 ``torch.mm``, measured before and
-after). The executed notebooks go to a temporary folder; the stored ones are not touched. Writes
-``book/data/runtime/chapters.json``, which the Runtime page reads.
+their training arithmetic (steps taken times :func:`bench.step_flops`), and the book's training
+CPU time (what the cached networks record), which the Runtime page sets against this machine's
+peak (a large one-thread float32 ``torch.mm``, measured before and after). The executed notebooks
+go to a temporary folder; the stored ones are not touched. Writes ``book/data/runtime/chapters.json``,
+which the Runtime page reads.
 
 ``--add`` times the named chapters alone instead, on an empty cache of their own (so their cold
 time includes the networks they share with chapters executed before them in the book), and adds
@@ -99,6 +100,7 @@ def time_chapters(names: list[str], cache: Path, jobs: int, folder: Path, cold: 
         for name in names:
             out[name]["cold"] = times[name]
     book["networks"] = networks(cache)
+    book["train_cpu_min"] = train_cpu_s(cache) / 60
     times, book["warm serial"] = _pass(names, 1, "warm", folder, trace=True)
     used = set()
     for name in names:
@@ -108,6 +110,16 @@ def time_chapters(names: list[str], cache: Path, jobs: int, folder: Path, cold: 
     book["train_gflop"] = train_gflop(cache, used)
     _, book["warm"] = _pass(names, jobs, f"warm-{jobs}jobs", folder)
     return out, book
+
+
+def train_cpu_s(cache: Path) -> float:
+    """The CPU seconds that training the cached networks took (each network's ``train_cpu_s``, its
+    share of its group's, in ``platform.json``): how much of the cold pass's CPU time was
+    training."""
+    total = 0.0
+    for path in (cache / "results").glob("*/platform.json"):
+        total += json.loads(path.read_text()).get("train_cpu_s", 0.0)
+    return total
 
 
 def train_gflop(cache: Path, digests) -> float:

@@ -6,10 +6,10 @@ was trained before, and trains and stores it otherwise. A sweep is a list of con
 run × input) that seaborn plots directly, and :func:`sweep` caches that table beside each network.
 
 :func:`run_all` and :func:`sweep` train their uncached configs first, as jobs
-(:func:`training_jobs`), the costliest first, in ``workers`` processes of one thread each: on a
-small CPU two one-thread processes train about twice as fast as one process with two threads
-(small convolutions do not split well over threads, and threads that wait on each other stall
-badly when the machine is busy). A job is one network, or a group of CNNs that differ only in
+(:func:`training_jobs`), the costliest first, in ``workers`` processes of one thread each, kept
+between calls (:func:`worker_pool`): on a small CPU two one-thread processes train about twice as
+fast as one process with two threads (small convolutions do not split well over threads, and
+threads that wait on each other stall badly when the machine is busy). A job is one network, or a group of CNNs that differ only in
 seed, initialization, depth, steps, loss or (for gradient descent) learning rate and momentum,
 trained together as one grouped network
 (:func:`identlib.engine.fit_configs`): a deep-CNN step is mostly per-operation overhead, which a

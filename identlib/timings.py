@@ -3,7 +3,8 @@
 ``bench/bench.py`` writes ``bench.json`` (training speed, per case and variant),
 ``bench/chapters.py`` writes ``chapters.json`` (each chapter's cold and warm run time) and
 ``bench/memory_format.py`` writes ``layout.json`` (a grouped CNN's step, channels-last against
-contiguous). Nothing here
+contiguous) and ``bench/pool.py`` writes ``pool.json`` (starting training workers and loading
+networks, each against the way it was done before). Nothing here
 times anything: these functions only turn a run's record into tables, ratios and estimates.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["measured", "machine", "step_table", "trained_table", "profile_table", "chapter_table",
-           "jobs_table", "layout_table", "paper_scale", "bandwidth_table"]
+           "jobs_table", "layout_table", "paper_scale", "bandwidth_table", "cold_split", "goals_table",
+           "pool_table"]
 
 
 def measured(name: str, folder: str | Path | None = None) -> dict | None:
@@ -127,6 +129,70 @@ def chapter_table(chapters: dict) -> pd.DataFrame:
     if (table.timed == "with the book").all():
         table = table.drop(columns="timed")
     return table.dropna(axis=1, how="all")
+
+
+def cold_split(chapters: dict) -> dict | None:
+    """Where the cold pass's CPU time went, or None where the record lacks its training time:
+    CPU-minutes in all (the chapters' processes and their workers), those of training (what each
+    cached network records, its share of its group's) and the rest; training's average rate on one
+    core (GFLOP/s) and its share of one core's float32 peak; and the minutes the book's training
+    arithmetic would take at the float32 peak of as many cores as chapters ran at a time.
+
+    >>> split = cold_split({"meta": {"cpu_minutes": 50.0, "float32_peak_gflops": [100.0, 90.0]},
+    ...                     "book": {"jobs": 2, "train_cpu_min": 40.0, "train_gflop": 120000.0}})
+    >>> split["other_cpu_min"], split["train_gflops"], split["train_share"], split["at_peak_min"]
+    (10.0, 50.0, 50.0, 10.0)
+    """
+    book, meta = chapters["book"], chapters["meta"]
+    if not book.get("train_cpu_min") or "train_gflop" not in book:
+        return None
+    peak = max(meta["float32_peak_gflops"])
+    rate = book["train_gflop"] / (60 * book["train_cpu_min"])
+    return {"cpu_min": meta["cpu_minutes"], "train_cpu_min": book["train_cpu_min"],
+            "other_cpu_min": meta["cpu_minutes"] - book["train_cpu_min"], "train_gflops": rate,
+            "train_share": 100 * rate / peak, "at_peak_min": book["train_gflop"] / (peak * book["jobs"]) / 60}
+
+
+def goals_table(chapters: dict, cold_min: float, warm_s: float) -> pd.DataFrame:
+    """The book's run time against its goals: cold (minutes, every chapter on an empty results
+    cache) and warm (seconds), as many chapters at a time as the record ran; whether each is met;
+    and, for the cold goal, the share of one core's float32 peak that training would need to
+    reach for the goal to be met if the rest of the cold pass's CPU time stayed as it is (above
+    100: not even at the peak).
+
+    >>> chapters = {"meta": {"cpu_minutes": 50.0, "float32_peak_gflops": [100.0]},
+    ...             "book": {"jobs": 2, "cold": 1500.0, "warm": 20.0, "train_cpu_min": 40.0,
+    ...                      "train_gflop": 120000.0}}
+    >>> goals_table(chapters, cold_min=15, warm_s=30)[["measured", "goal", "met", "training needs % of peak"]]
+                     measured  goal    met  training needs % of peak
+    cold cache, min      25.0    15  False                     100.0
+    warm cache, s        20.0    30   True                       NaN
+    """
+    book, split = chapters["book"], cold_split(chapters)
+    needs = float("nan")
+    if split is not None:
+        left_s = 60 * (book["jobs"] * cold_min - split["other_cpu_min"])   # CPU time left to train
+        peak = max(chapters["meta"]["float32_peak_gflops"])
+        needs = float("inf") if left_s <= 0 else 100 * book["train_gflop"] / left_s / peak
+    rows = [{"": "cold cache, min", "measured": book["cold"] / 60, "goal": cold_min,
+             "training needs % of peak": needs},
+            {"": "warm cache, s", "measured": book["warm"], "goal": warm_s,
+             "training needs % of peak": float("nan")}]
+    table = pd.DataFrame(rows).set_index("")
+    table["met"] = table.measured <= table.goal
+    table.index.name = None
+    return table[["measured", "goal", "met", "training needs % of peak"]]
+
+
+def pool_table(pool: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``pool.json`` as two tables: a call of ``run_all`` with a new pool of workers and with the
+    pool kept (CPU and wall seconds per call, and the ratio), and a stored network loaded with its
+    weights drawn first and on the meta device (seconds, and the ratio)."""
+    workers = pd.DataFrame(pool["workers"]).T
+    workers.loc["new / kept"] = workers.loc["new pool per call"] / workers.loc["pool kept"]
+    loading = pd.DataFrame(pool["loading"]).T
+    loading["drawn / meta"] = loading["drawn"] / loading["meta"]
+    return workers, loading
 
 
 def jobs_table(bench: dict) -> pd.DataFrame:

@@ -278,3 +278,37 @@ def test_adding_a_chapter_to_the_record_keeps_the_books_totals(monkeypatch, tmp_
     with pytest.raises(SystemExit):
         module.main(["--add", "c", "--cache", str(kept)])   # a filled cache: the cold pass would not be
 
+
+
+def test_pool_table_gives_each_lever_against_the_way_before_it():
+    pool = {"workers": {"new pool per call": {"wall_s": 2.0, "cpu_s": 5.0},
+                        "pool kept": {"wall_s": 0.5, "cpu_s": 1.0}},
+            "loading": {"FCN": {"drawn": 0.9, "meta": 0.003}, "CNN": {"drawn": 0.01, "meta": 0.01}}}
+    workers, loading = timings.pool_table(pool)
+    assert workers.loc["new / kept", "cpu_s"] == pytest.approx(5.0) and workers.loc["new / kept", "wall_s"] == 4.0
+    assert loading.loc["FCN", "drawn / meta"] == pytest.approx(300.0) and loading.loc["CNN", "drawn / meta"] == 1.0
+
+
+def test_the_cold_split_needs_the_training_time_and_the_goals_say_what_is_met():
+    record = {"meta": {"cpu_minutes": 30.0, "float32_peak_gflops": [100.0]},
+              "book": {"jobs": 2, "cold": 900.0, "warm": 40.0, "train_gflop": 60000.0}}
+    assert timings.cold_split(record) is None                       # an older record: no split
+    goals = timings.goals_table(record, cold_min=12, warm_s=30)
+    assert list(goals.met) == [False, False] and goals["training needs % of peak"].isna().all()
+    record["book"]["train_cpu_min"] = 20.0
+    split = timings.cold_split(record)
+    assert split["other_cpu_min"] == 10.0 and split["train_gflops"] == pytest.approx(50.0)
+    goals = timings.goals_table(record, cold_min=5, warm_s=60)
+    assert goals.loc["cold cache, min", "training needs % of peak"] == float("inf")   # the rest alone is 10 CPU-min
+    assert bool(goals.loc["warm cache, s", "met"])
+
+
+def test_the_chapter_benchmark_adds_up_the_training_time_the_cache_records(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("chapters_script", ROOT / "bench" / "chapters.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, record in (("a", {"train_cpu_s": 1.5}), ("b", {"train_cpu_s": 2.0}), ("c", {})):
+        (tmp_path / "results" / name).mkdir(parents=True)
+        (tmp_path / "results" / name / "platform.json").write_text(json.dumps(record))
+    assert module.train_cpu_s(tmp_path) == pytest.approx(3.5)
