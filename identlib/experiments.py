@@ -9,9 +9,9 @@ run × input) that seaborn plots directly, and :func:`sweep` caches that table b
 (:func:`training_jobs`), the costliest first, in ``workers`` processes of one thread each, kept
 between calls (:func:`worker_pool`): on a small CPU two one-thread processes train about twice as
 fast as one process with two threads (small convolutions do not split well over threads, and
-threads that wait on each other stall badly when the machine is busy). A job is one network, or a group of CNNs that differ only in
-seed, initialization, depth, steps, loss or (for gradient descent) learning rate and momentum,
-trained together as one grouped network
+threads that wait on each other stall badly when the machine is busy). A job is one network, or a
+group of CNNs that differ only in seed, initialization, depth, steps, loss or (for gradient
+descent) learning rate and momentum, trained together as one grouped network
 (:func:`identlib.engine.fit_configs`): a deep-CNN step is mostly per-operation overhead, which a
 group shares (the Runtime chapter measures how much it saves).
 
@@ -93,7 +93,7 @@ def load_model(config: RunConfig, state_dict: dict, copy: bool = True) -> nn.Mod
     ``copy=False``, those tensors themselves), built without drawing initial weights:
     :func:`~identlib.models.build_model` draws every weight twice (the layers' own draw and the
     config's initialization), which was most of the time a warm chapter took to load its
-    networks (0.9 s for an 8-layer FCN of width 2048). The architecture is the one ``build_model``
+    FCNs (the Runtime chapter measures both ways). The architecture is the one ``build_model``
     builds; this function lives here, not in :mod:`identlib.models`, whose source the results
     cache's keys digest.
 
@@ -236,10 +236,11 @@ def _pool_key(workers: int) -> tuple:
 def worker_pool(workers: int):
     """The pool of ``workers`` spawned one-thread processes that :func:`in_pool` runs tasks in,
     started on first use and kept for the next call: a worker that starts imports torch and
-    identlib and reads the data (about 1.5 CPU-seconds), which a chapter that trains in many small
-    rounds (the phase diagram's depth searches, a sweep and its scores) paid at every call. A pool
-    started under other ``$IDENTLIB_*`` (or kernel) settings, or of another size, is shut down and
-    a new one started, so that a worker never trains into another cache than the caller's."""
+    identlib and reads the data (a few CPU-seconds; the Runtime chapter measures it), which a
+    chapter that trains in many small rounds (the phase diagram's depth searches, a sweep and its
+    scores) paid at every call. A pool started under other ``$IDENTLIB_*`` (or kernel) settings,
+    or of another size, is shut down and a new one started, so that a worker never trains into
+    another cache than the caller's."""
     from concurrent.futures import ProcessPoolExecutor
 
     key = _pool_key(workers)
