@@ -41,7 +41,7 @@ from torch import nn
 from . import cache, data
 from .config import RunConfig
 from .metrics import score_frame
-from .models import CNN, FCN, build_model, layer_sizes, predict
+from .models import build_model, layer_sizes, predict
 from .train import TrainingDiverged, fit, one_thread
 
 __all__ = ["Run", "cache_dir", "run", "run_all", "grid", "predict", "evaluate", "sweep",
@@ -94,8 +94,8 @@ def load_model(config: RunConfig, state_dict: dict, copy: bool = True) -> nn.Mod
     :func:`~identlib.models.build_model` draws every weight twice (the layers' own draw and the
     config's initialization), which was most of the time a warm chapter took to load its
     FCNs (the Runtime chapter measures both ways). The architecture is the one ``build_model``
-    builds; this function lives here, not in :mod:`identlib.models`, whose source the results
-    cache's keys digest.
+    builds, on the meta device, where its draws do nothing; this function lives here, not in
+    :mod:`identlib.models`, whose source the results cache's keys digest.
 
     >>> c = RunConfig(model="cnn", depth=3, channels=8)
     >>> net = build_model(c)
@@ -104,11 +104,7 @@ def load_model(config: RunConfig, state_dict: dict, copy: bool = True) -> nn.Mod
     True
     """
     with torch.device("meta"):
-        if config.model == "fcn":
-            net = FCN(config.depth, config.width, config.activation, config.bias)
-        else:
-            net = CNN(config.depth, config.channels, config.kernel_size, config.activation, config.bias,
-                      config.padding)
+        net = build_model(config)
     net.load_state_dict({k: v.clone() if copy else v for k, v in state_dict.items()}, assign=True)
     return net
 
@@ -257,7 +253,8 @@ def worker_pool(workers: int):
 
 def shutdown_pool(kill: bool = False) -> None:
     """Stop the training workers that :func:`in_pool` keeps (at once with ``kill``), if any."""
-    pool, _ = _POOL.pop("pool", None), _POOL.pop("key", None)
+    _POOL.pop("key", None)
+    pool = _POOL.pop("pool", None)
     if pool is None:
         return
     if kill:
@@ -278,7 +275,6 @@ def in_pool(fn, tasks, workers: int) -> None:
     tasks = list(tasks)
     if not tasks:
         return
-    futures = []
     try:
         pool = worker_pool(workers)
         futures = [pool.submit(fn, *args) for args in tasks]

@@ -136,7 +136,8 @@ def cold_split(chapters: dict) -> dict | None:
     CPU-minutes in all (the chapters' processes and their workers), those of training (what each
     cached network records, its share of its group's) and the rest; training's average rate on one
     core (GFLOP/s) and its share of one core's float32 peak; and the minutes the book's training
-    arithmetic would take at the float32 peak of as many cores as chapters ran at a time.
+    arithmetic would take at the float32 peak (``peak_gflops``, one core's) of as many cores as
+    chapters ran at a time.
 
     >>> split = cold_split({"meta": {"cpu_minutes": 50.0, "float32_peak_gflops": [100.0, 90.0]},
     ...                     "book": {"jobs": 2, "train_cpu_min": 40.0, "train_gflop": 120000.0}})
@@ -150,7 +151,8 @@ def cold_split(chapters: dict) -> dict | None:
     rate = book["train_gflop"] / (60 * book["train_cpu_min"])
     return {"cpu_min": meta["cpu_minutes"], "train_cpu_min": book["train_cpu_min"],
             "other_cpu_min": meta["cpu_minutes"] - book["train_cpu_min"], "train_gflops": rate,
-            "train_share": 100 * rate / peak, "at_peak_min": book["train_gflop"] / (peak * book["jobs"]) / 60}
+            "train_share": 100 * rate / peak, "at_peak_min": book["train_gflop"] / (peak * book["jobs"]) / 60,
+            "peak_gflops": peak}
 
 
 def goals_table(chapters: dict, cold_min: float, warm_s: float) -> pd.DataFrame:
@@ -172,8 +174,7 @@ def goals_table(chapters: dict, cold_min: float, warm_s: float) -> pd.DataFrame:
     needs = float("nan")
     if split is not None:
         left_s = 60 * (book["jobs"] * cold_min - split["other_cpu_min"])   # CPU time left to train
-        peak = max(chapters["meta"]["float32_peak_gflops"])
-        needs = float("inf") if left_s <= 0 else 100 * book["train_gflop"] / left_s / peak
+        needs = float("inf") if left_s <= 0 else 100 * book["train_gflop"] / left_s / split["peak_gflops"]
     rows = [{"": "cold cache, min", "measured": book["cold"] / 60, "goal": cold_min,
              "training needs % of peak": needs},
             {"": "warm cache, s", "measured": book["warm"], "goal": warm_s,
